@@ -1,0 +1,50 @@
+"""Options shared by every `counterfeit train ...` command, and the function that runs a recipe.
+
+Each train command declares its recipe's own options and adds these with
+`**LOOP_OPTIONS`-style parameters; `run_recipe` builds the loop config, trains
+(or resumes) and prints where the results landed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Out = Annotated[Path, typer.Option("--out", help="Run directory (config, metrics.csv, samples, checkpoints).")]
+Steps = Annotated[int, typer.Option("--steps", help="Total training steps.")]
+Minutes = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget; stops early with a checkpoint.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, data order, noise).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]; auto prefers CUDA.")]
+LogEvery = Annotated[int, typer.Option("--log-every", help="Steps between metrics.csv rows.")]
+SampleEvery = Annotated[int, typer.Option("--sample-every", help="Steps between sample pictures (0: end only).")]
+CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0: end only).")]
+Resume = Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its newest good checkpoint (its saved config wins).")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
+
+
+def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int, minutes: float | None, seed: int,
+               device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
+               no_progress: bool, metrics_every: int = 0) -> None:
+    """Train a freshly configured recipe, or resume `resume`, and print a short summary."""
+    from rich.console import Console
+
+    from counterfeit.device import resolve_device, seed_everything
+    from counterfeit.train.loop import LoopConfig, resume_run, train
+    from counterfeit.train.recipe import recipe_class
+
+    console = Console(stderr=True)
+    if resume is not None:
+        result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
+    else:
+        dev = resolve_device(device)
+        seed_everything(seed)  # network initialisation happens when the recipe is built
+        recipe = recipe_class(recipe_name)(recipe_config, dev)
+        loop = LoopConfig(steps=steps, minutes=minutes, seed=seed, log_every=log_every, metrics_every=metrics_every,
+                          sample_every=sample_every, checkpoint_every=checkpoint_every, progress=not no_progress)
+        result = train(recipe, loop, out)
+    note = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
+    console.print(f"[bold]{recipe_name}[/]: {result.steps_done} steps in {result.seconds:.1f} s{note}; "
+                  f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
+    console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")

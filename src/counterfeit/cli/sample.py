@@ -1,0 +1,3 @@
+"""`counterfeit sample` command."""
+
+from counterfeit.cli.app import app, train_app  # noqa: F401

@@ -1,0 +1,3 @@
+"""`counterfeit train ...` command(s) for this recipe."""
+
+from counterfeit.cli.app import app, train_app  # noqa: F401

@@ -1,0 +1,199 @@
+"""Checkpoints: safetensors weights + a weights-only state file, written atomically and verified.
+
+Layout of one checkpoint (a folder under `<run>/checkpoints/`):
+
+    step_00000500/
+        <net>.safetensors     one per network (portable, no pickle)
+        state.pt              optimisers, schedulers, recipe extras, RNG states, step
+                              (read back with torch.load(weights_only=True))
+        manifest.json         step + sha256 of every file; written last
+
+A checkpoint is built in a temporary folder and renamed into place, so a crash
+(even SIGKILL) leaves either the complete folder or none. On load the checksums are
+verified; a damaged checkpoint is reported and the previous good one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from counterfeit.atomic import OutputError, _fsync_dir
+from counterfeit.errors import UserError
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, truncated or corrupted."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    step: int
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states that influence training, in types torch.load(weights_only=True) accepts."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> tuple:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # A tensor instead of an ndarray: weights_only loading accepts tensors, not numpy objects.
+    return (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage; clone makes each tensor its own.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], state: dict[str, Any],
+                    keep: int = 3) -> Path:
+    """Write checkpoint `step` atomically; keep the newest `keep` checkpoints."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    final = root / f"step_{step:08d}"
+    tmp = root / f".step_{step:08d}.tmp{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        files: dict[str, str] = {}
+        for name, net in nets.items():
+            path = tmp / f"{name}.safetensors"
+            save_file(_contiguous_state(net), str(path), metadata={"net": name, "step": str(step)})
+            files[path.name] = _sha256(path)
+        buf = io.BytesIO()
+        torch.save({"format": FORMAT_VERSION, "step": step, **state}, buf)
+        (tmp / "state.pt").write_bytes(buf.getvalue())
+        files["state.pt"] = _sha256(tmp / "state.pt")
+        for path in tmp.iterdir():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        manifest = {"format": FORMAT_VERSION, "step": step, "files": files}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{final}: cannot write checkpoint ({err.strerror or err})") from None
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    """Completed checkpoint folders (temporary ones excluded), oldest first. Not verified."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith("step_"):
+            try:
+                out.append(CheckpointInfo(p, int(p.name[5:])))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda c: c.step)
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """Return the manifest if every file is present with the recorded checksum, else raise CheckpointError."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: incomplete checkpoint (no manifest.json)") from None
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: corrupted manifest.json") from None
+    for name, digest in files.items():
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"{path}: missing file {name}")
+        if _sha256(f) != digest:
+            raise CheckpointError(f"{path}: checksum mismatch in {name} (truncated or corrupted)")
+    return manifest
+
+
+def latest_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
+    for info in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(info.path)
+        except CheckpointError as err:
+            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
+            continue
+        return info
+    return None
+
+
+def load_weights(net: torch.nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
+    """Load a safetensors file into `net` (strict: every key must match)."""
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as err:  # safetensors raises several types for bad files
+        raise CheckpointError(f"{path}: cannot read weights ({err})") from None
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_checkpoint(path: Path, nets: dict[str, torch.nn.Module], device: torch.device) -> dict[str, Any]:
+    """Verify, load weights into `nets`, and return the state dict (optimisers, RNG, extras...)."""
+    verify_checkpoint(path)
+    for name, net in nets.items():
+        load_weights(net, Path(path) / f"{name}.safetensors", device)
+    return read_state_file(Path(path) / "state.pt", map_location=device)
+
+
+def read_state_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a torch file safely: weights_only=True refuses arbitrary pickled objects."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: refused or unreadable torch file ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None

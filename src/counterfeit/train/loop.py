@@ -1,0 +1,381 @@
+"""The training loop shared by every recipe, readable top to bottom.
+
+    for step in range(start, steps):
+        batch  = recipe.sample_batch(rng(seed, step))   # prefetched in a thread, sharded by rank
+        losses = recipe.train_step(batch, step)          # the science lives in the recipe
+        schedulers.step()
+        log / evaluate / draw samples / checkpoint at their intervals
+        stop early on a wall-clock budget or Ctrl-C (after saving a checkpoint)
+
+Everything a run writes lands in its run directory:
+config.json, metrics.csv, tensorboard/, samples/, loss.png, checkpoints/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import counterfeit
+from counterfeit.atomic import atomic_write_text
+from counterfeit.device import resolve_device, seed_everything
+from counterfeit.errors import UserError
+from counterfeit.train import checkpoint as ckpt
+from counterfeit.train.distributed import (
+    DistContext,
+    any_rank,
+    barrier,
+    broadcast_module,
+    init_distributed,
+    sync_gradients_before_step,
+)
+from counterfeit.train.metrics_log import MetricsLog
+from counterfeit.train.recipe import Recipe, config_from_dict, recipe_class, shard_batch
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+@dataclass
+class LoopConfig:
+    """Options common to every recipe's training."""
+
+    steps: int = 1000
+    minutes: float | None = None  # wall-clock budget for this invocation; stops early (with a checkpoint)
+    seed: int = 0
+    log_every: int = 10
+    metrics_every: int = 0  # 0: only at checkpoints
+    sample_every: int = 200  # 0: only at the end
+    checkpoint_every: int = 500  # 0: only at the end
+    keep_checkpoints: int = 3
+    progress: bool = True
+    tensorboard: bool = True
+    prefetch: int = 2  # batches prepared ahead in a background thread (0: inline)
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise UserError(f"--steps must be >= 0, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise UserError(f"--minutes must be > 0, got {self.minutes}")
+        for name in ("log_every", "metrics_every", "sample_every", "checkpoint_every", "prefetch"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0")
+        if self.log_every == 0:
+            raise UserError("log_every must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps_done: int
+    seconds: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    stopped_early: str | None = None  # "budget" | "interrupt" | None
+    data_wait_fraction: float = 0.0
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The numpy generator behind step `step`'s batch: the same on every rank and after resume."""
+    return np.random.default_rng([seed, step])
+
+
+class _Prefetcher:
+    """Prepares the batches of the coming steps in a background thread (numpy work releases the GIL)."""
+
+    def __init__(self, recipe: Recipe, seed: int, start: int, stop: int, ctx: DistContext, depth: int) -> None:
+        self._make = lambda s: shard_batch(recipe.sample_batch(step_rng(seed, s)), ctx.rank, ctx.world)
+        self._next = start
+        self._depth = depth
+        if depth > 0:
+            self._q: queue.Queue = queue.Queue(maxsize=depth)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(start, stop), daemon=True)
+            self._thread.start()
+
+    def _work(self, start: int, stop: int) -> None:
+        for s in range(start, stop):
+            try:
+                item: Any = (s, self._make(s), None)
+            except BaseException as err:  # hand the error to the training thread
+                item = (s, None, err)
+            while not self._stop.is_set():
+                try:
+                    self._q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set() or item[2] is not None:
+                return
+
+    def get(self, step: int) -> Any:
+        if self._depth == 0:
+            return self._make(step)
+        s, batch, err = self._q.get()
+        if err is not None:
+            raise err
+        assert s == step, f"prefetcher out of order: {s} != {step}"
+        return batch
+
+    def close(self) -> None:
+        if self._depth > 0:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
+
+class _InterruptFlag:
+    """First Ctrl-C asks the loop to save a checkpoint and stop; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def write_run_config(run_dir: Path, recipe: Recipe, loop: LoopConfig, ctx: DistContext) -> None:
+    config = {
+        "recipe": recipe.name,
+        "config": dataclasses.asdict(recipe.config),
+        "loop": dataclasses.asdict(loop),
+        "world_size": ctx.world,
+        "device": str(recipe.device),
+        "counterfeit_version": counterfeit.__version__,
+        "torch_version": torch.__version__,
+    }
+    atomic_write_text(Path(run_dir) / "config.json", json.dumps(config, indent=2) + "\n")
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def build_recipe_from_run(run_dir: Path, device: torch.device) -> tuple[Recipe, dict[str, Any]]:
+    cfg = read_run_config(run_dir)
+    cls = recipe_class(cfg["recipe"])
+    return cls(config_from_dict(cls.Config, cfg["config"]), device), cfg
+
+
+def load_run(run_dir: Path, device: str | torch.device = "auto") -> Recipe:
+    """A trained recipe for inference: networks from the newest good checkpoint, in eval mode."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    recipe, _ = build_recipe_from_run(run_dir, device)
+    info = ckpt.latest_checkpoint(run_dir)
+    if info is None:
+        raise UserError(f"{run_dir}: no usable checkpoint in {run_dir}/{ckpt.CHECKPOINT_DIR}")
+    for name, net in recipe.nets.items():
+        ckpt.load_weights(net, info.path / f"{name}.safetensors", device)
+    recipe.train_mode(False)
+    return recipe
+
+
+def resume_run(run_dir: Path, *, steps: int | None = None, minutes: float | None = None,
+               device: str = "auto", progress: bool = True) -> TrainResult:
+    """Continue a run from its newest good checkpoint with the configuration it was started with."""
+    cfg = read_run_config(run_dir)
+    loop = config_from_dict(LoopConfig, cfg["loop"])
+    seed_everything(loop.seed)  # same initial weights as the original run (they are overwritten anyway)
+    recipe, _ = build_recipe_from_run(run_dir, resolve_device(device))
+    if steps is not None:
+        loop.steps = steps
+    loop.minutes = minutes
+    loop.progress = progress
+    return train(recipe, loop, run_dir, resume=True)
+
+
+def _scalar(v: float | torch.Tensor) -> float:
+    return float(v.detach().item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
+    """Train `recipe` until `loop.steps` steps are done (or the budget / Ctrl-C stops it)."""
+    loop.validate()
+    run_dir = Path(run_dir)
+    ctx, device = init_distributed(recipe.device)
+    if device != recipe.device:
+        raise UserError(f"recipe built on {recipe.device} but this rank uses {device}")
+
+    seed_everything(loop.seed)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_run_config(run_dir, recipe, loop, ctx)
+    recipe.setup_data()
+    recipe.train_mode(True)
+
+    start, elapsed_before = 0, 0.0
+    if resume:
+        info = ckpt.latest_checkpoint(run_dir)
+        if info is None:
+            raise UserError(f"{run_dir}: nothing to resume (no usable checkpoint)")
+        state = ckpt.load_checkpoint(info.path, recipe.nets, device)
+        for name, opt in recipe.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in recipe.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        recipe.load_extra_state(state.get("extra", {}))
+        ckpt.set_rng_state(state["rng"])
+        start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+
+    if ctx.world > 1:
+        for net in recipe.nets.values():
+            broadcast_module(net)
+        for opt in recipe.optimizers.values():
+            sync_gradients_before_step(opt, ctx.world)
+
+    log = MetricsLog.resume(run_dir / "metrics.csv", start) if resume else MetricsLog(run_dir / "metrics.csv")
+    writer = _tensorboard(run_dir, loop) if ctx.is_main else None
+    samples_dir = run_dir / "samples"
+
+    def save(step: int, elapsed: float) -> None:
+        if ctx.is_main:
+            state = {
+                "optimizers": {k: o.state_dict() for k, o in recipe.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in recipe.schedulers.items()},
+                "extra": recipe.extra_state(),
+                "rng": ckpt.rng_state(),
+                "elapsed": elapsed,
+            }
+            ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints)
+            log.flush()
+            _plot_losses(run_dir)
+        barrier(ctx)
+
+    def evaluate(step: int) -> dict[str, float]:
+        values = recipe.metrics(step) if ctx.is_main else {}
+        recipe.train_mode(True)
+        return values
+
+    t0 = time.perf_counter()
+    data_wait = 0.0
+    sums: dict[str, float] = {}
+    count = 0
+    last_losses: dict[str, float] = {}
+    last_metrics: dict[str, float] = {}
+    stopped: str | None = None
+    step = start
+    bar = tqdm(total=loop.steps, initial=start, desc=recipe.name, disable=not (loop.progress and ctx.is_main),
+               dynamic_ncols=True, smoothing=0.05)
+    prefetch = _Prefetcher(recipe, loop.seed, start, loop.steps, ctx, loop.prefetch)
+    try:
+        with _InterruptFlag() as interrupt:
+            while step < loop.steps:
+                t_wait = time.perf_counter()
+                batch = prefetch.get(step)
+                data_wait += time.perf_counter() - t_wait
+
+                losses = {k: _scalar(v) for k, v in recipe.train_step(batch, step).items()}
+                bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+                if bad:
+                    good = ckpt.latest_checkpoint(run_dir)
+                    where = good.path if good else "none yet"
+                    raise TrainingDiverged(f"non-finite loss at step {step + 1}: {bad}; last good checkpoint: {where}")
+                for sched in recipe.schedulers.values():
+                    sched.step()
+                step += 1
+                bar.update(1)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+
+                at_end = step == loop.steps
+                checkpoint_now = at_end or (loop.checkpoint_every and step % loop.checkpoint_every == 0)
+                if ctx.is_main and (step % loop.log_every == 0 or at_end or checkpoint_now):
+                    last_losses = {k: s / count for k, s in sums.items()}
+                    row = dict(last_losses)
+                    if (loop.metrics_every and step % loop.metrics_every == 0) or checkpoint_now:
+                        last_metrics = evaluate(step)
+                        row.update(last_metrics)
+                    elapsed = time.perf_counter() - t0
+                    row["seconds"] = elapsed_before + elapsed
+                    row["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
+                    row["lr"] = _first_lr(recipe)
+                    log.append(step, row)
+                    if writer is not None:
+                        for k, v in row.items():
+                            writer.add_scalar(k, v, step)
+                    shown = {k: row[k] for k in (*recipe.progress_keys, *last_metrics) if k in row}
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+                    sums, count = {}, 0
+                    if step % (loop.log_every * 10) == 0:
+                        log.flush()
+                if ctx.is_main and loop.sample_every and step % loop.sample_every == 0:
+                    recipe.write_samples(step, samples_dir)
+                    recipe.train_mode(True)
+
+                elapsed = time.perf_counter() - t0
+                over_budget = loop.minutes is not None and elapsed > loop.minutes * 60
+                stop_now = any_rank(interrupt.raised or over_budget, ctx, device) if not at_end else False
+                if checkpoint_now or stop_now:
+                    save(step, elapsed_before + elapsed)
+                if stop_now:
+                    stopped = "interrupt" if interrupt.raised else "budget"
+                    break
+    finally:
+        prefetch.close()
+        bar.close()
+        if ctx.is_main:
+            log.flush()
+        if writer is not None:
+            writer.close()
+
+    if ctx.is_main:
+        recipe.write_samples(step, samples_dir)
+        _plot_losses(run_dir)
+    seconds = time.perf_counter() - t0
+    return TrainResult(run_dir, step, seconds, last_losses, last_metrics, stopped, data_wait / max(seconds, 1e-9))
+
+
+def _first_lr(recipe: Recipe) -> float:
+    for opt in recipe.optimizers.values():
+        return float(opt.param_groups[0]["lr"])
+    return float("nan")
+
+
+def _tensorboard(run_dir: Path, loop: LoopConfig) -> Any:
+    if not loop.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a missing one should not stop training
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _plot_losses(run_dir: Path) -> None:
+    from counterfeit.plots import plot_losses
+
+    csv_path = run_dir / "metrics.csv"
+    if csv_path.is_file():
+        plot_losses(csv_path, run_dir / "loss.png")
