@@ -1,0 +1,58 @@
+"""A deterministic recipe run under torchrun by tests/test_distributed.py (and directly for the reference run).
+
+Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from counterfeit.device import seed_everything
+from counterfeit.train.loop import LoopConfig, train
+from counterfeit.train.recipe import Recipe, register_recipe
+
+
+@dataclasses.dataclass
+class Config:
+    batch: int = 8
+    lr: float = 0.05
+
+
+@register_recipe
+class TwoLayerRegression(Recipe):
+    """A small MLP fitted to a fixed function; all per-example randomness comes from the step rng."""
+
+    name = "test-dist-regression"
+    Config = Config
+
+    def __init__(self, config: Config, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.nets = {"net": nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))}
+        self.optimizers = {"net": torch.optim.Adam(self.nets["net"].parameters(), lr=config.lr)}
+
+    def sample_batch(self, rng: np.random.Generator):
+        x = rng.standard_normal((self.config.batch, 3)).astype(np.float32)
+        y = (np.sin(x[:, :1]) + x[:, 1:2] * x[:, 2:3] + 0.05 * rng.standard_normal((self.config.batch, 1)))
+        return x, y.astype(np.float32)
+
+    def train_step(self, batch, step):
+        x, y = self.to_device(batch)
+        loss = ((self.nets["net"](x) - y) ** 2).mean()
+        self.optimizers["net"].zero_grad()
+        loss.backward()
+        self.optimizers["net"].step()
+        return {"loss": loss}
+
+
+if __name__ == "__main__":
+    run_dir, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(1)
+    seed_everything(0)
+    recipe = TwoLayerRegression(Config(batch=batch), torch.device("cpu"))
+    train(recipe, LoopConfig(steps=steps, log_every=5, checkpoint_every=10, sample_every=0, progress=False,
+                             tensorboard=False), run_dir)
