@@ -12,9 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from counterfeit.errors import UserError
 
-class OutputError(RuntimeError):
-    """An output could not be written (unwritable folder, disk full, ...)."""
+
+class OutputError(UserError):
+    """An output could not be written (unwritable folder, disk full, ...): one line for the user, no partial file."""
 
 
 @contextlib.contextmanager

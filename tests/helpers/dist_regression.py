@@ -1,6 +1,7 @@
 """A deterministic recipe run under torchrun by tests/test_distributed.py (and directly for the reference run).
 
-Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH
+Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH [CHECKPOINT_EVERY [HIDDEN]]
+An existing run directory with a checkpoint is resumed instead of started again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 from torch import nn
 
 from counterfeit.device import seed_everything
-from counterfeit.train.loop import LoopConfig, train
+from counterfeit.train.checkpoint import latest_checkpoint
+from counterfeit.train.loop import LoopConfig, resume_run, train
 from counterfeit.train.recipe import Recipe, register_recipe
 
 
@@ -21,6 +23,7 @@ from counterfeit.train.recipe import Recipe, register_recipe
 class Config:
     batch: int = 8
     lr: float = 0.05
+    hidden: int = 16
 
 
 @register_recipe
@@ -32,7 +35,7 @@ class TwoLayerRegression(Recipe):
 
     def __init__(self, config: Config, device: torch.device) -> None:
         super().__init__(config, device)
-        self.nets = {"net": nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 1))}
+        self.nets = {"net": nn.Sequential(nn.Linear(3, config.hidden), nn.Tanh(), nn.Linear(config.hidden, 1))}
         self.optimizers = {"net": torch.optim.Adam(self.nets["net"].parameters(), lr=config.lr)}
 
     def sample_batch(self, rng: np.random.Generator):
@@ -51,8 +54,13 @@ class TwoLayerRegression(Recipe):
 
 if __name__ == "__main__":
     run_dir, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    every = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+    hidden = int(sys.argv[5]) if len(sys.argv) > 5 else 16
     torch.set_num_threads(1)
-    seed_everything(0)
-    recipe = TwoLayerRegression(Config(batch=batch), torch.device("cpu"))
-    train(recipe, LoopConfig(steps=steps, log_every=5, checkpoint_every=10, sample_every=0, progress=False,
-                             tensorboard=False), run_dir)
+    if latest_checkpoint(run_dir) is not None:
+        resume_run(run_dir, steps=steps, device="cpu", progress=False)
+    else:
+        seed_everything(0)
+        recipe = TwoLayerRegression(Config(batch=batch, hidden=hidden), torch.device("cpu"))
+        train(recipe, LoopConfig(steps=steps, log_every=5, checkpoint_every=every, sample_every=0, progress=False,
+                                 tensorboard=False), run_dir)

@@ -95,8 +95,9 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
     tmp = root / f".step_{step:08d}.tmp{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        # Leftovers of a writer killed mid-checkpoint are never valid checkpoints: clear them.
+        for stale in root.glob(".step_*.tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
         files: dict[str, str] = {}
         for name, net in nets.items():

@@ -1,0 +1,86 @@
+"""Run directories survive SIGKILL (even during a checkpoint write) and bad output folders fail cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from counterfeit.atomic import OutputError, atomic_write_text
+from counterfeit.train import checkpoint as ckpt
+
+WORKER = Path(__file__).parent / "helpers" / "dist_regression.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run(run_dir: Path, steps: int, every: int, hidden: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(WORKER), str(run_dir), str(steps), "8", str(every), str(hidden)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
+    # A wide hidden layer makes each checkpoint write take long enough that some kills land inside it.
+    steps, every, hidden = 60, 3, 1500
+    ref = _run(tmp_path / "ref", steps, every, hidden)
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+
+    run_dir = tmp_path / "killed"
+    rng = np.random.default_rng(7)
+    kills = 0
+    for _ in range(6):
+        proc = _run(run_dir, steps, every, hidden)
+        time.sleep(float(rng.uniform(1.0, 3.5)))  # includes interpreter start-up
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        # Whatever moment the kill hit, every visible checkpoint verifies.
+        for info in ckpt.list_checkpoints(run_dir):
+            ckpt.verify_checkpoint(info.path)
+    assert kills >= 2
+    final = _run(run_dir, steps, every, hidden)
+    assert final.wait(timeout=300) == 0, final.stderr.read().decode()
+    a = load_file(str(ckpt.latest_checkpoint(tmp_path / "ref").path / "net.safetensors"))
+    b = load_file(str(ckpt.latest_checkpoint(run_dir).path / "net.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a), "resumed-after-kills run differs from the uninterrupted one"
+    assert not list((run_dir / "checkpoints").glob(".step_*")), "temporary checkpoint folders were left behind"
+
+
+def test_unwritable_output_folder_is_a_clear_error_without_partial_files(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: permissions do not bind, use a path under a file instead
+            target = tmp_path / "a_file"
+            target.write_text("x")
+            dest = target / "out.txt"
+        else:
+            dest = locked / "out.txt"
+        with pytest.raises(OutputError, match="out.txt|cannot"):
+            atomic_write_text(dest, "hello")
+        assert not dest.exists()
+    finally:
+        locked.chmod(0o700)
+
+
+def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
+    dest = tmp_path / "report.txt"
+    atomic_write_text(dest, "old")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OutputError, match="No space left"):
+        atomic_write_text(dest, "new")
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
