@@ -1,0 +1,351 @@
+"""Read and write 3D medical volumes (NIfTI, MetaImage, NRRD, DICOM series) keeping their geometry.
+
+Voxels live in a numpy array in SimpleITK's (z, y, x) order; spacing, origin and direction
+stay in SimpleITK's (x, y, z) conventions. A volume read, processed with `with_array` and
+written back lands on exactly the same physical grid, so a synthetic CT overlays its MR in
+any viewer. Problems with inputs raise `InputFileError` with one line naming file and problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from counterfeit.atomic import atomic_path
+from counterfeit.errors import InputFileError, UserError
+
+if TYPE_CHECKING:  # SimpleITK is imported lazily: it is slow to import.
+    import SimpleITK as sitk
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+MODALITIES = ("ct", "mr", "mask")
+WRITE_DTYPES = ("float32", "int16", "uint8")
+_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(eq=False)  # equality of numpy arrays is ambiguous: compare `.array` explicitly
+class Volume:
+    """A 3D image: voxels `array` (z, y, x) plus its physical grid (SimpleITK x, y, z conventions)."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, ...] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = _IDENTITY
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """The same grid with new voxels (e.g. a synthetic CT for this MR); shapes must match."""
+        array = np.asarray(array)
+        if array.shape != self.array.shape:
+            raise ValueError(f"new array has shape {array.shape}, the volume's grid is {self.array.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction)
+
+    def to_sitk(self) -> "sitk.Image":
+        import SimpleITK as sitk
+
+        array = self.array
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8)
+        img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        img.SetSpacing(tuple(float(s) for s in self.spacing))
+        img.SetOrigin(tuple(float(o) for o in self.origin))
+        img.SetDirection(tuple(float(d) for d in self.direction))
+        return img
+
+    @classmethod
+    def from_sitk(cls, img: "sitk.Image") -> "Volume":
+        import SimpleITK as sitk
+
+        return cls(
+            array=sitk.GetArrayFromImage(img),
+            spacing=tuple(float(s) for s in img.GetSpacing()),
+            origin=tuple(float(o) for o in img.GetOrigin()),
+            direction=tuple(float(d) for d in img.GetDirection()),
+        )
+
+
+def has_volume_suffix(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def read_volume(path: str | os.PathLike, *, modality: str | None = None, require_3d: bool = True) -> Volume:
+    """Read a volume file or a DICOM series folder.
+
+    modality: "ct" -> float32 Hounsfield units (DICOM/NIfTI rescale slope and intercept applied);
+    "mr" -> float32; "mask" -> uint8 0/1, must not be empty; None -> float32.
+    require_3d: reject 2D images (a single slice), which most of the toolkit cannot use.
+    """
+    if modality is not None and modality not in MODALITIES:
+        raise UserError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    img = _read_dicom_series(path) if path.is_dir() else _read_file(path)
+
+    import SimpleITK as sitk
+
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        n = img.GetNumberOfComponentsPerPixel()
+        raise InputFileError(path, f"has {n} values per voxel (colour or vector image); a scalar volume is expected")
+    size = img.GetSize()
+    if img.GetDimension() > 3:
+        raise InputFileError(path, f"is {img.GetDimension()}D (size {size}); a 3D volume is expected")
+    if img.GetDimension() == 2:
+        if require_3d:
+            raise InputFileError(path, f"is a 2D image ({size[1]}x{size[0]}); a 3D volume is expected")
+        img = sitk.JoinSeries(img)
+    elif require_3d and size[2] == 1:
+        raise InputFileError(path, f"is a single 2D slice ({size[1]}x{size[0]}); a 3D volume is expected")
+    vol = Volume.from_sitk(img)
+
+    if modality == "mask":
+        mask = (vol.array != 0).astype(np.uint8)
+        if not mask.any():
+            raise InputFileError(path, "mask is empty (no non-zero voxel)")
+        return vol.with_array(mask)
+    array = vol.array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise InputFileError(path, "contains NaN or infinite voxel values")
+    return vol.with_array(array)
+
+
+def _read_file(path: Path) -> "sitk.Image":
+    import SimpleITK as sitk
+
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "file is empty")
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)  # ITK silently zero-fills truncated NIfTI data
+    elif name.endswith(".mhd"):
+        _check_mhd_sidecar(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        return _raise_unreadable(path, err)
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise if a NIfTI file holds fewer data bytes than its header promises."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            header = fh.read(540)
+            need = _nifti_bytes_needed(header)
+            if need is None:
+                return  # not a NIfTI header we understand: let ITK judge it
+            total = len(header)
+            while chunk := fh.read(1 << 22):
+                total += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        raise InputFileError(path, "unreadable or corrupt file (compressed data is truncated or damaged)") from None
+    if total < need:
+        raise InputFileError(path, f"file is truncated ({total} of {need} bytes)")
+
+
+def _nifti_bytes_needed(header: bytes) -> int | None:
+    if len(header) < 348:
+        return None
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
+        if sizeof_hdr == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if sizeof_hdr == 540 and len(header) >= 540:
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    return max(offset, 348) + int(np.prod([max(d, 1) for d in dims[1 : ndim + 1]])) * bitpix // 8
+
+
+def _check_mhd_sidecar(path: Path) -> None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise InputFileError(path, f"cannot read ({err.strerror})") from None
+    match = re.search(r"(?m)^ElementDataFile\s*=\s*(.+?)\s*$", text)
+    if match and match.group(1) not in ("LOCAL", "LIST") and "%" not in match.group(1):
+        data = path.parent / match.group(1)
+        if not data.exists():
+            raise InputFileError(path, f"data file {match.group(1)} named in the header is missing")
+
+
+def _read_dicom_series(folder: Path) -> "sitk.Image":
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as err:
+        _raise_unreadable(folder, err)
+    if not series:
+        raise InputFileError(folder, "folder holds no DICOM series (expected a DICOM series folder or a volume file)")
+    # Exports often add a localiser or scout as an extra series: the largest one is the volume.
+    files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series), key=len)
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        return _raise_unreadable(folder, err)
+
+
+def _raise_unreadable(path: Path, err: RuntimeError):
+    detail = _itk_gist(str(err))
+    known = path.is_dir() or has_volume_suffix(path) or path.suffix.lower() == ".dcm"
+    kind = "unreadable or corrupt file" if known else "not a readable volume (unsupported file type or corrupt file)"
+    raise InputFileError(path, kind + (f" ({detail})" if detail else "")) from None
+
+
+# ITK messages span many lines and name C++ sources; map the common ones to a short reason.
+_ITK_REASONS = (
+    ("Unable to determine ImageIO reader", "no image reader recognises its content"),
+    ("expected", "data is truncated"),
+    ("File cannot be read", "data is missing or truncated"),
+    ("Unable to open", "cannot open it"),
+)
+
+
+def _itk_gist(message: str) -> str:
+    for needle, reason in _ITK_REASONS:
+        if needle in message:
+            return reason
+    return ""
+
+
+def write_volume(vol: Volume, path: str | os.PathLike, *, dtype: str | None = None) -> Path:
+    """Write `vol` atomically; the format follows the extension (.nii, .nii.gz, .mha, .mhd, .nrrd).
+
+    dtype: None keeps the array's type (bool masks become uint8); "int16" rounds and clips (CT in
+    HU); "uint8" or "float32" cast. `.mhd` writes a `.raw` sidecar next to it, data before header.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(WRITE_SUFFIXES):
+        raise UserError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    img = Volume(_cast(vol.array, dtype), vol.spacing, vol.origin, vol.direction).to_sitk()
+
+    import SimpleITK as sitk
+
+    if name.endswith(".mhd"):
+        _write_mhd(img, path)
+        return path
+    compress = not name.endswith(".nii")  # .nii.gz is always gzipped; .mha/.nrrd get zlib too
+    with atomic_path(path) as tmp:
+        try:
+            sitk.WriteImage(img, str(tmp), compress, 1)  # level 1: nearly as small, several times faster
+        except RuntimeError as err:
+            raise _write_error(path, err) from None
+    return path
+
+
+def _cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
+    if dtype is None:
+        return array.astype(np.uint8) if array.dtype == np.bool_ else array
+    if dtype not in WRITE_DTYPES:
+        raise UserError(f"unknown output dtype {dtype!r}; expected one of {', '.join(WRITE_DTYPES)}")
+    if dtype == "int16":
+        return np.clip(np.rint(array), -32768, 32767).astype(np.int16)
+    if dtype == "uint8":
+        return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    return array.astype(np.float32)
+
+
+def _write_mhd(img: "sitk.Image", path: Path) -> None:
+    """Header plus `.raw` sidecar: the data is renamed into place first, the header last."""
+    import SimpleITK as sitk
+
+    raw = path.with_suffix(".raw")
+    with atomic_path(path) as tmp_header, atomic_path(raw) as tmp_raw:
+        written_raw = tmp_header.with_suffix(".raw")  # SimpleITK names the sidecar after the header
+        try:
+            sitk.WriteImage(img, str(tmp_header), False)
+            os.replace(written_raw, tmp_raw)
+        except RuntimeError as err:
+            raise _write_error(path, err) from None
+        finally:
+            written_raw.unlink(missing_ok=True)
+        header = tmp_header.read_text()
+        header = re.sub(r"(?m)^ElementDataFile\s*=.*$", f"ElementDataFile = {raw.name}", header)
+        tmp_header.write_text(header)
+
+
+def _write_error(path: Path, err: RuntimeError) -> UserError:
+    detail = _itk_gist(str(err))
+    return UserError(f"{path}: cannot write volume" + (f" ({detail})" if detail else ""))
+
+
+def list_volumes(folder: str | os.PathLike) -> list[Path]:
+    """Volume files (by extension) and DICOM series subfolders directly inside `folder`, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputFileError(folder, "folder not found" if not folder.exists() else "is not a folder")
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and has_volume_suffix(entry):
+            found.append(entry)
+        elif entry.is_dir() and _holds_dicom(entry):
+            found.append(entry)
+    return found
+
+
+def _holds_dicom(folder: Path) -> bool:
+    for entry in folder.iterdir():
+        if entry.is_file():
+            try:
+                with open(entry, "rb") as fh:
+                    head = fh.read(132)
+            except OSError:
+                continue
+            if head[128:132] == b"DICM" or entry.suffix.lower() == ".dcm":
+                return True
+    return False
+
+
+def check_same_grid(
+    a: Volume | np.ndarray,
+    b: Volume | np.ndarray,
+    names: Sequence[str] = ("MR", "CT"),
+    *,
+    check_spacing: bool = True,
+) -> None:
+    """Raise `InputFileError` naming the second input if `a` and `b` are not on the same voxel grid.
+
+    Paired MR/CT must share a grid voxel for voxel; spacing is compared too when both are Volumes.
+    """
+    hint = "paired volumes must share one voxel grid (resample first)"
+    shape_a, shape_b = np.shape(_array(a)), np.shape(_array(b))
+    if shape_a != shape_b:
+        raise InputFileError(names[1], f"shape {_fmt(shape_b)} differs from {names[0]} shape {_fmt(shape_a)}; {hint}")
+    if check_spacing and isinstance(a, Volume) and isinstance(b, Volume):
+        if not np.allclose(a.spacing, b.spacing, rtol=1e-3, atol=1e-4):
+            raise InputFileError(names[1], f"spacing {_fmt(b.spacing)} differs from {names[0]} spacing {_fmt(a.spacing)}; {hint}")
+
+
+def _array(x: Volume | np.ndarray) -> np.ndarray:
+    return x.array if isinstance(x, Volume) else np.asarray(x)
+
+
+def _fmt(values: Sequence) -> str:
+    return "x".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

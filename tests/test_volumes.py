@@ -1,0 +1,263 @@
+"""Volume I/O: formats, geometry round trips, atomic writes, DICOM, and one-line input errors."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+
+import numpy as np
+import pytest
+
+from counterfeit.data.volumes import Volume, check_same_grid, list_volumes, read_volume, write_volume
+from counterfeit.errors import InputFileError, UserError
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+from pydicom.uid import generate_uid  # noqa: E402
+
+GEOMETRY = dict(spacing=(0.8, 1.25, 3.0), origin=(-12.5, 40.0, 7.25), direction=(0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def _volume(shape=(5, 6, 7), seed=0) -> Volume:
+    rng = np.random.default_rng(seed)
+    return Volume(rng.normal(0, 300, shape).astype(np.float32), **GEOMETRY)
+
+
+def _one_line(err: pytest.ExceptionInfo, *words: str) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".mha", ".mhd", ".nrrd"])
+def test_round_trip_keeps_voxels_and_geometry(tmp_path, ext):
+    vol = _volume()
+    write_volume(vol, tmp_path / f"v{ext}")
+    back = read_volume(tmp_path / f"v{ext}")
+    assert back.array.dtype == np.float32
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-5)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "temporary files left behind"
+
+
+def test_mhd_writes_raw_sidecar_named_in_header(tmp_path):
+    write_volume(_volume(), tmp_path / "ct.mhd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.mhd", "ct.raw"]
+    assert "ElementDataFile = ct.raw" in (tmp_path / "ct.mhd").read_text()
+
+
+def test_mhd_with_missing_sidecar_is_reported(tmp_path):
+    write_volume(_volume(), tmp_path / "ct.mhd")
+    (tmp_path / "ct.raw").unlink()
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "ct.mhd")
+    _one_line(err, "ct.mhd", "ct.raw", "missing")
+
+
+def test_int16_output_rounds_hu(tmp_path):
+    vol = Volume(np.array([[[-1000.4, 12.6], [3000.2, -0.5]]] * 2, dtype=np.float32))
+    write_volume(vol, tmp_path / "ct.nii.gz", dtype="int16")
+    back = read_volume(tmp_path / "ct.nii.gz", modality="ct")
+    np.testing.assert_array_equal(back.array, np.rint(vol.array))
+
+
+def test_failed_write_leaves_previous_file_untouched(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    dest = tmp_path / "out.nii.gz"
+    write_volume(_volume(seed=1), dest)
+    before = dest.read_bytes()
+
+    def crash(img, path, *args):
+        with open(path, "wb") as fh:
+            fh.write(b"half a volume")
+        raise RuntimeError("disk exploded")
+
+    monkeypatch.setattr(sitk, "WriteImage", crash)
+    with pytest.raises(UserError):
+        write_volume(_volume(seed=2), dest)
+    assert dest.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def test_unsupported_output_format(tmp_path):
+    with pytest.raises(UserError) as err:
+        write_volume(_volume(), tmp_path / "v.png")
+    _one_line(err, "v.png", "unsupported output format")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "nope.nii.gz")
+    _one_line(err, "nope.nii.gz", "file not found")
+
+
+def test_corrupt_files(tmp_path):
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"this is not a volume" * 20)
+    with pytest.raises(InputFileError) as err:
+        read_volume(garbage)
+    _one_line(err, "garbage.nii.gz", "corrupt")
+
+    empty = tmp_path / "empty.mha"
+    empty.write_bytes(b"")
+    with pytest.raises(InputFileError) as err:
+        read_volume(empty)
+    _one_line(err, "empty.mha", "empty")
+
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(InputFileError) as err:
+        read_volume(other)
+    _one_line(err, "notes.txt", "unsupported file type")
+
+
+def test_truncated_nifti_is_caught(tmp_path):
+    # ITK itself would silently zero-fill the missing voxels.
+    write_volume(_volume(), tmp_path / "v.nii")
+    data = (tmp_path / "v.nii").read_bytes()
+    (tmp_path / "v.nii").write_bytes(data[:-40])
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "v.nii")
+    _one_line(err, "v.nii", "truncated")
+
+    (tmp_path / "v.nii.gz").write_bytes(gzip.compress(data[:-40]))
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "v.nii.gz")
+    _one_line(err, "v.nii.gz", "truncated")
+
+    full = gzip.compress(data)
+    (tmp_path / "cut.nii.gz").write_bytes(full[: len(full) // 2])
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "cut.nii.gz")
+    _one_line(err, "cut.nii.gz", "truncated")
+
+
+def test_2d_image_where_3d_expected(tmp_path):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((6, 7), np.float32)), str(tmp_path / "flat.nii"))
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "flat.nii")
+    _one_line(err, "flat.nii", "2D", "3D volume is expected")
+    assert read_volume(tmp_path / "flat.nii", require_3d=False).shape == (1, 6, 7)
+
+
+def test_single_dicom_slice_in_hounsfield_units():
+    path = get_testdata_file("CT_small.dcm")
+    with pytest.raises(InputFileError) as err:
+        read_volume(path)
+    _one_line(err, "CT_small.dcm", "2D")
+    vol = read_volume(path, modality="ct", require_3d=False)
+    ds = pydicom.dcmread(path)
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert float(ds.RescaleIntercept) != 0  # the test is meaningless without a rescale
+    np.testing.assert_array_equal(vol.array[0], expected.astype(np.float32))
+    np.testing.assert_allclose(vol.spacing[:2], [float(s) for s in ds.PixelSpacing][::-1], rtol=1e-5)
+
+
+def test_mr_dicom_slice_reads_as_float():
+    vol = read_volume(get_testdata_file("MR_small.dcm"), modality="mr", require_3d=False)
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    assert vol.array.dtype == np.float32
+    np.testing.assert_array_equal(vol.array[0], ds.pixel_array.astype(np.float32))
+
+
+def _write_ct_series(folder, n=4, step=2.5):
+    folder.mkdir()
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    series_uid = generate_uid()
+    slices = []
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        pixels = (src.pixel_array.astype(np.int32) + 37 * k).astype(np.int16)
+        ds.PixelData = pixels.tobytes()
+        ds.ImagePositionPatient = [src.ImagePositionPatient[0], src.ImagePositionPatient[1], float(src.ImagePositionPatient[2]) + step * k]
+        ds.InstanceNumber = k + 1
+        ds.SliceThickness = step
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        # Written in reverse order: the reader must sort slices by position.
+        ds.save_as(folder / f"img{n - k:03d}.dcm")
+        slices.append(pixels * float(src.RescaleSlope) + float(src.RescaleIntercept))
+    return np.stack(slices)
+
+
+def test_dicom_series_folder(tmp_path):
+    expected = _write_ct_series(tmp_path / "series")
+    vol = read_volume(tmp_path / "series", modality="ct")
+    assert vol.shape == expected.shape
+    np.testing.assert_array_equal(vol.array, expected.astype(np.float32))
+    assert vol.spacing[2] == pytest.approx(2.5, rel=1e-4)
+    assert list_volumes(tmp_path) == [tmp_path / "series"]
+
+
+def test_folder_without_dicom(tmp_path):
+    (tmp_path / "empty_series").mkdir()
+    (tmp_path / "empty_series" / "readme.txt").write_text("nothing here")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "empty_series")
+    _one_line(err, "empty_series", "no DICOM series")
+
+
+def test_mask_reading_and_empty_mask(tmp_path):
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1:3, 2:4] = 7
+    write_volume(Volume(labels), tmp_path / "mask.nii.gz")
+    mask = read_volume(tmp_path / "mask.nii.gz", modality="mask")
+    assert mask.array.dtype == np.uint8
+    np.testing.assert_array_equal(mask.array, (labels > 0).astype(np.uint8))
+
+    write_volume(Volume(np.zeros((3, 4, 5), np.uint8)), tmp_path / "blank.nii.gz")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "blank.nii.gz", modality="mask")
+    _one_line(err, "blank.nii.gz", "mask is empty")
+
+
+def test_non_finite_voxels_rejected(tmp_path):
+    vol = _volume()
+    vol.array[2, 3, 4] = np.nan
+    write_volume(vol, tmp_path / "nan.mha")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "nan.mha", modality="mr")
+    _one_line(err, "nan.mha", "NaN")
+
+
+def test_unknown_modality():
+    with pytest.raises(UserError, match="unknown modality"):
+        read_volume("whatever.nii", modality="pet")
+
+
+def test_check_same_grid():
+    mr, ct = _volume((4, 5, 6)), _volume((4, 5, 7))
+    with pytest.raises(InputFileError) as err:
+        check_same_grid(mr, ct, ("mr.nii.gz", "ct.nii.gz"))
+    _one_line(err, "ct.nii.gz", "4x5x7", "4x5x6", "mr.nii.gz")
+    other_spacing = Volume(mr.array.copy(), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputFileError, match="spacing"):
+        check_same_grid(mr, other_spacing)
+    check_same_grid(mr, mr.with_array(mr.array * 2))  # same grid: no error
+
+
+def test_with_array_keeps_geometry_and_checks_shape():
+    vol = _volume()
+    new = vol.with_array(np.zeros(vol.shape, np.float32))
+    assert (new.spacing, new.origin, new.direction) == (vol.spacing, vol.origin, vol.direction)
+    with pytest.raises(ValueError):
+        vol.with_array(np.zeros((1, 2, 3)))
+
+
+def test_list_volumes_sorted_and_filtered(tmp_path):
+    for name in ["b.nii.gz", "a.mha", "c.nrrd"]:
+        write_volume(_volume((2, 3, 4)), tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.nii").write_text("x")
+    (tmp_path / "not_dicom").mkdir()
+    assert [p.name for p in list_volumes(tmp_path)] == ["a.mha", "b.nii.gz", "c.nrrd"]
+    with pytest.raises(InputFileError, match="folder not found"):
+        list_volumes(tmp_path / "absent")
