@@ -1,3 +1,200 @@
-"""`counterfeit train ...` command(s) for this recipe."""
+"""`counterfeit train cyclegan` and `counterfeit train paired`: MR -> CT synthesis on 2D slices.
+
+Both read a phantom root (`--phantom DIR`) or folders of volumes (`--mr DIR --ct DIR [--mask
+DIR]`); with neither, a phantom is generated into `<out>/phantom` first. Options left unset take
+their value from `--preset` (fast: minutes on a CPU; wolterink2017: the paper's networks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
 
 from counterfeit.cli.app import app, train_app  # noqa: F401
+from counterfeit.cli.options import (
+    CheckpointEvery,
+    Device,
+    LogEvery,
+    Minutes,
+    NoProgress,
+    Out,
+    Resume,
+    SampleEvery,
+    Seed,
+    Steps,
+    run_recipe,
+)
+
+DEFAULT_PHANTOM_SUBJECTS = 10
+
+Preset = Annotated[str, typer.Option("--preset", help="fast (default: sized for minutes on a CPU) | wolterink2017 (256x256 slices, 64 filters, 9 blocks).")]
+Phantom = Annotated[Optional[Path], typer.Option("--phantom", help="Phantom root (`counterfeit phantom`). Default without --mr/--ct: generate one into <out>/phantom.")]
+PhantomSubjects = Annotated[int, typer.Option("--phantom-subjects", help="Subjects of the generated phantom (when neither --phantom nor --mr/--ct is given).")]
+PhantomShape = Annotated[str, typer.Option("--phantom-shape", help="Z,Y,X voxels of the generated phantom.")]
+MrDir = Annotated[Optional[Path], typer.Option("--mr", help="Folder of MR volumes (NIfTI/MHA/NRRD files or DICOM series folders).")]
+CtDir = Annotated[Optional[Path], typer.Option("--ct", help="Folder of CT volumes in HU (paired: named like the MRs, on the same grid).")]
+MaskDir = Annotated[Optional[Path], typer.Option("--mask", help="Optional folder of body masks named like the MRs.")]
+ImageSize = Annotated[Optional[int], typer.Option("--image-size", help="Side of the square training slices the generators see (random crops; multiple of 4).")]
+DCrop = Annotated[Optional[int], typer.Option("--d-crop", help="Side of the random crops fed to the discriminators (default 3/4 of --image-size, at least 70).")]
+Context = Annotated[Optional[int], typer.Option("--context", help="1: 2D slices; 3: 2.5D (neighbouring MR slices as channels).")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Slices per step.")]
+Ngf = Annotated[Optional[int], typer.Option("--ngf", help="Generator filters in the first layer.")]
+Blocks = Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks of the ResNet generator.")]
+Ndf = Annotated[Optional[int], typer.Option("--ndf", help="Discriminator filters in the first layer.")]
+Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
+DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
+Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random left-right flips of training slices.")]
+
+
+def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | None, mask: Path | None,
+                 phantom_subjects: int, phantom_shape: str, seed: int) -> dict[str, Any]:
+    """Config entries for the data (absolute paths); generates a phantom when none is given."""
+    from counterfeit.errors import InputFileError, UserError
+
+    if phantom is not None and (mr or ct or mask):
+        raise UserError("give either --phantom or --mr/--ct (and --mask), not both")
+    if (mr is None) != (ct is None):
+        raise UserError("--mr and --ct go together: give both folders")
+    if mask is not None and mr is None:
+        raise UserError("--mask needs --mr and --ct")
+    if mr is not None:
+        for path in (mr, ct, mask):
+            if path is not None and not path.is_dir():
+                raise InputFileError(path, "folder not found" if not path.exists() else "is not a folder")
+        return {"mr_dir": str(mr.resolve()), "ct_dir": str(ct.resolve()), "mask_dir": str(mask.resolve()) if mask else None}
+    if phantom is None:
+        phantom = out / "phantom"
+        if not (phantom / "dataset.json").is_file():
+            from counterfeit.cli.phantom import parse_shape
+            from counterfeit.data.phantom import generate_dataset
+
+            shape = parse_shape(phantom_shape)
+            typer.echo(f"no data given: generating a {phantom_subjects}-subject phantom in {phantom}", err=True)
+            generate_dataset(phantom, phantom_subjects, shape=shape, seed=seed)
+    from counterfeit.data.phantom import load_dataset
+
+    load_dataset(phantom)  # a clear error now rather than after building the networks
+    return {"phantom": str(phantom.resolve())}
+
+
+def _schedule(steps: int, decay_from: float) -> dict[str, int]:
+    from counterfeit.errors import UserError
+
+    if not 0.0 <= decay_from <= 1.0:
+        raise UserError(f"--decay-from must be a fraction in [0, 1], got {decay_from}")
+    start = int(round(decay_from * steps))
+    return {"lr_decay_start": start, "lr_decay_end": steps if start < steps else start}
+
+
+@train_app.command("cyclegan")
+def train_cyclegan(
+    out: Out = Path("runs/cyclegan"),
+    preset: Preset = "fast",
+    phantom: Phantom = None,
+    mr: MrDir = None,
+    ct: CtDir = None,
+    mask: MaskDir = None,
+    phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
+    phantom_shape: PhantomShape = "64,128,128",
+    image_size: ImageSize = None,
+    d_crop: DCrop = None,
+    context: Context = None,
+    batch_size: BatchSize = None,
+    ngf: Ngf = None,
+    blocks: Blocks = None,
+    ndf: Ndf = None,
+    lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 10).")] = None,
+    lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
+    pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="History of generated images shown to the discriminators (default 50).")] = None,
+    lr: Lr = None,
+    decay_from: DecayFrom = 0.5,
+    flip: Flip = None,
+    steps: Steps = 3000,
+    minutes: Minutes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    log_every: LogEvery = 10,
+    sample_every: SampleEvery = 200,
+    checkpoint_every: CheckpointEvery = 500,
+    metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
+    resume: Resume = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Unpaired CycleGAN MR -> CT (Wolterink et al. 2017): Syn_CT, Syn_MR, Dis_CT, Dis_MR with least-squares losses.
+
+    Use the model with `counterfeit synthesize --model RUN --input MR --output sCT`.
+    """
+    config = None
+    if resume is None:
+        from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, validate_config
+        from counterfeit.train.recipes.mr2ct_common import apply_preset
+
+        config = apply_preset(
+            CycleGANConfig, PRESETS, preset, image_size=image_size, d_crop=d_crop, context=context,
+            batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, lambda_cycle=lambda_cycle,
+            lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, flip=flip, **_schedule(steps, decay_from),
+        )
+        validate_config(config)
+        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
+            setattr(config, key, value)
+    run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress,
+               metrics_every=metrics_every)
+
+
+@train_app.command("paired")
+def train_paired(
+    out: Out = Path("runs/paired"),
+    preset: Preset = "fast",
+    phantom: Phantom = None,
+    mr: MrDir = None,
+    ct: CtDir = None,
+    mask: MaskDir = None,
+    phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
+    phantom_shape: PhantomShape = "64,128,128",
+    generator: Annotated[Optional[str], typer.Option("--generator", help="resnet (default, the CycleGAN's) | unet (pix2pix's).")] = None,
+    unet_depth: Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")] = None,
+    image_size: ImageSize = None,
+    d_crop: DCrop = None,
+    context: Context = None,
+    batch_size: BatchSize = None,
+    ngf: Ngf = None,
+    blocks: Blocks = None,
+    ndf: Ndf = None,
+    lambda_l1: Annotated[Optional[float], typer.Option("--lambda-l1", help="Weight of the L1 loss to the (possibly misaligned) paired CT (default 100, as pix2pix).")] = None,
+    lr: Lr = None,
+    decay_from: DecayFrom = 0.5,
+    flip: Flip = None,
+    steps: Steps = 3000,
+    minutes: Minutes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    log_every: LogEvery = 10,
+    sample_every: SampleEvery = 200,
+    checkpoint_every: CheckpointEvery = 500,
+    metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
+    resume: Resume = None,
+    no_progress: NoProgress = False,
+) -> None:
+    """Paired MR -> CT baseline: one generator with L1 + least-squares adversarial loss on same-position slices.
+
+    The phantom's paired CT is slightly misaligned, like real data. Use the model with `counterfeit synthesize`.
+    """
+    config = None
+    if resume is None:
+        from counterfeit.train.recipes.mr2ct_common import apply_preset
+        from counterfeit.train.recipes.paired import PRESETS, PairedConfig, validate_config
+
+        config = apply_preset(
+            PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
+            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf,
+            lambda_l1=lambda_l1, lr=lr, flip=flip, **_schedule(steps, decay_from),
+        )
+        validate_config(config)
+        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
+            setattr(config, key, value)
+    run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress,
+               metrics_every=metrics_every)

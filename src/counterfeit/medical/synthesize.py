@@ -1,0 +1,170 @@
+"""Whole-volume MR -> CT synthesis with a trained 2D (or 2.5D) generator.
+
+A volume goes through the generator slice by slice (along z, in batches, without gradients, in
+eval mode), normalised exactly as the model was trained (`mr_to_unit` with the percentiles
+recorded in the run's config). Slices are padded at their end to the size multiple the network
+needs and cropped back; the centre output channel is the slice's synthetic CT, mapped back to
+Hounsfield units with `unit_to_ct` and the training HU window. The result lies on the input's
+grid (spacing, origin, direction copied), so it overlays the MR in any viewer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from counterfeit.data.volumes import Volume
+from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, mr_to_unit, unit_to_ct
+from counterfeit.medical.slicing import pad_to_multiple, volume_slices
+
+
+@dataclass(frozen=True)
+class SynthesisSpec:
+    """What inference needs to reproduce training: the MR->CT network and its data conventions."""
+
+    generator: nn.Module
+    context: int = 1  # neighbouring MR slices stacked as input channels (1 = 2D)
+    multiple: int = 4  # input height and width must be multiples of this
+    mr_percentiles: tuple[float, float] = MR_PERCENTILES
+    hu_window: tuple[float, float] = HU_WINDOW
+
+
+def synthesis_spec(model: Any) -> SynthesisSpec:
+    """The spec of a trained MR->CT recipe (anything with `synthesis_spec()`), or defaults for a bare network."""
+    if isinstance(model, SynthesisSpec):
+        return model
+    if hasattr(model, "synthesis_spec"):
+        return model.synthesis_spec()
+    if isinstance(model, nn.Module):
+        depth = getattr(model, "depth", None)  # a U-Net needs 2**depth; the ResNet generator 4
+        return SynthesisSpec(model, context=getattr(model, "in_channels", 1), multiple=2**depth if depth else 4)
+    raise TypeError(f"expected an MR->CT recipe or an nn.Module, got {type(model).__name__}")
+
+
+@torch.no_grad()
+def predict_unit_slices(spec: SynthesisSpec, slices: np.ndarray, *, batch_size: int = 8,
+                        device: torch.device | str | None = None) -> np.ndarray:
+    """Generator output for normalised input slices (S, context, H, W): the centre channel, (S, H, W) float32."""
+    generator = spec.generator
+    if device is None:
+        device = next(generator.parameters()).device
+    was_training = generator.training
+    generator.eval()
+    padded, crop_back = pad_to_multiple(slices, spec.multiple, mode="edge")
+    out = np.empty((slices.shape[0], *slices.shape[2:]), dtype=np.float32)
+    try:
+        for start in range(0, padded.shape[0], batch_size):
+            x = torch.from_numpy(np.array(padded[start : start + batch_size], dtype=np.float32)).to(device)  # a writable copy
+            y = generator(x)
+            centre = y[:, y.shape[1] // 2]  # a 2.5D CycleGAN outputs a slab; its middle slice is this one
+            out[start : start + batch_size] = centre.float().cpu().numpy()[(slice(None), *crop_back[-2:])]
+    finally:
+        generator.train(was_training)
+    return out
+
+
+def normalise_mr(spec: SynthesisSpec, mr: np.ndarray) -> np.ndarray:
+    """MR voxels -> [-1, 1] exactly as in training."""
+    return mr_to_unit(mr, tuple(spec.mr_percentiles))
+
+
+def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
+    """Synthetic CT (float32 HU) for the MR volume `mr`, on the same grid.
+
+    `model`: a trained MR->CT recipe (e.g. `load_run(run_dir)`), a `SynthesisSpec`, or a bare
+    generator (then: context from its input channels, default normalisation and HU window).
+    """
+    spec = synthesis_spec(model)
+    if mr.array.ndim != 3:
+        raise ValueError(f"synthesize_volume expects a 3D volume, got shape {mr.array.shape}")
+    slices = volume_slices(normalise_mr(spec, mr.array), axis=0, context=spec.context)
+    unit = predict_unit_slices(spec, slices, batch_size=batch_size)
+    hu = unit_to_ct(unit, tuple(spec.hu_window)).astype(np.float32)
+    return mr.with_array(hu)
+
+
+def output_paths(input_path: Path, output_path: Path, *, input_name: str | None = None,
+                 suffix: str = ".nii.gz") -> list[tuple[Path, Path]]:
+    """(input, output) pairs: a file -> that file; a folder -> one output per subject in `output_path`.
+
+    A folder holds one volume per subject (files or DICOM series folders), or, with `input_name`
+    (e.g. 'mr.nii.gz'), one sub-folder per subject holding that file (a phantom root). Outputs
+    are named `<subject><suffix>`.
+    """
+    from counterfeit.data.volumes import WRITE_SUFFIXES
+    from counterfeit.errors import InputFileError, UserError
+    from counterfeit.medical.evaluate import find_subject_volumes
+
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.exists():
+        raise InputFileError(input_path, "file or folder not found")
+    is_series = input_path.is_dir() and input_name is None and _is_dicom_series(input_path)
+    if input_path.is_file() or is_series:
+        if not output_path.name.lower().endswith(WRITE_SUFFIXES):
+            raise UserError(f"{output_path}: the output file needs a volume extension ({', '.join(WRITE_SUFFIXES)})")
+        return [(input_path, output_path)]
+    if not suffix.lower().endswith(WRITE_SUFFIXES) or not suffix.startswith("."):
+        raise UserError(f"output suffix {suffix!r} must be one of {', '.join(WRITE_SUFFIXES)}")
+    if output_path.name.lower().endswith(WRITE_SUFFIXES):
+        raise UserError(f"{output_path}: the input is a folder, so the output must be a folder too")
+    if input_name is None:
+        from counterfeit.data.volumes import list_volumes
+
+        if not list_volumes(input_path):
+            hint = "; for one sub-folder per subject, name the MR file inside them with --input-name (e.g. mr.nii.gz)"
+            raise InputFileError(input_path, "no volume files or DICOM series folders" +
+                                 (hint if any(p.is_dir() for p in input_path.iterdir()) else ""))
+    subjects = find_subject_volumes(input_path, input_name)
+    return [(path, output_path / f"{subject}{suffix}") for subject, path in sorted(subjects.items())]
+
+
+def _is_dicom_series(folder: Path) -> bool:
+    from counterfeit.data.volumes import _holds_dicom
+
+    return _holds_dicom(folder)
+
+
+def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
+                    device: str = "auto", *, input_name: str | None = None, suffix: str = ".nii.gz",
+                    batch_size: int = 8, model: Any = None) -> list[tuple[Path, float]]:
+    """Synthesize CT for an MR file (-> file) or a folder of MR volumes (-> folder).
+
+    Loads the newest good checkpoint of the run `model_dir` (unless `model` is given), writes each
+    output atomically in the format its extension names (float32 HU), and returns
+    (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
+    """
+    from counterfeit.data.volumes import read_volume, write_volume
+
+    pairs = output_paths(Path(input_path), Path(output_path), input_name=input_name, suffix=suffix)
+    if model is None:
+        model = load_mr2ct_run(Path(model_dir), device)
+    results = []
+    for src, dest in pairs:
+        t0 = time.perf_counter()
+        mr = read_volume(src, modality="mr")
+        sct = synthesize_volume(model, mr, batch_size=batch_size)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_volume(sct, dest, dtype="float32")
+        results.append((dest, time.perf_counter() - t0))
+    return results
+
+
+def load_mr2ct_run(model_dir: Path, device: str = "auto") -> Any:
+    """A trained MR->CT recipe from its run directory; a clear error for other kinds of runs."""
+    from counterfeit.errors import UserError
+    from counterfeit.train.loop import load_run, read_run_config
+
+    kind = read_run_config(model_dir).get("recipe")
+    if kind not in MR2CT_RECIPES:
+        raise UserError(f"{model_dir}: a {kind!r} run cannot synthesize CT from MR (needs one of {', '.join(MR2CT_RECIPES)})")
+    return load_run(model_dir, device)
+
+
+MR2CT_RECIPES = ("cyclegan", "paired")

@@ -1,0 +1,179 @@
+"""Unpaired MR -> CT synthesis with a CycleGAN (Wolterink et al. 2017, after Zhu et al. 2017).
+
+Networks (names as in the paper): Syn_CT (MR -> CT) and Syn_MR (CT -> MR), ResNet generators;
+Dis_CT and Dis_MR, 70x70 PatchGANs. One step, with ‖·‖₁ the mean absolute difference:
+
+    G:  (Dis_CT(Syn_CT(I_MR)) - 1)² + (Dis_MR(Syn_MR(I_CT)) - 1)²                  (least squares)
+        + λ (‖Syn_MR(Syn_CT(I_MR)) - I_MR‖₁ + ‖Syn_CT(Syn_MR(I_CT)) - I_CT‖₁)        (cycle)
+        [+ λ_id λ (‖Syn_CT(I_CT) - I_CT‖₁ + ‖Syn_MR(I_MR) - I_MR‖₁)]               (identity, optional)
+    Dis_CT: (Dis_CT(I_CT) - 1)² + Dis_CT(fake CT)²,  Dis_MR likewise,
+
+squares averaged over the PatchGAN's verdicts, fakes drawn from a history pool of 50, and every
+image the discriminators see randomly cropped (`d_crop`). MR and CT slices are drawn
+independently, from different subjects when both sets hold the same subjects (unpaired
+training). With 2.5D context (3 slices) both generators map a slab of `context` slices to a
+slab of as many slices, so cycles and identity compare like with like; synthesis keeps the
+middle output slice.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from counterfeit.errors import UserError
+from counterfeit.losses import get_objective
+from counterfeit.nets.patchgan import PatchDiscriminator
+from counterfeit.nets.resnet import ResnetGenerator
+from counterfeit.train.image_pool import ImagePool
+from counterfeit.train.recipe import register_recipe
+from counterfeit.train.recipes.mr2ct_common import (
+    MR2CTConfig,
+    MR2CTData,
+    MR2CTRecipe,
+    adam_with_schedule,
+    crop_batch,
+    draw_crop_offsets,
+    resolve_d_crop,
+    set_requires_grad,
+    validate_common,
+)
+
+# Indices of the per-sample discriminator crops drawn in sample_batch.
+REAL_CT, FAKE_CT, REAL_MR, FAKE_MR = range(4)
+
+
+@dataclass
+class CycleGANConfig(MR2CTConfig):
+    """CycleGAN options; the defaults are the "fast" preset (see PRESETS)."""
+
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.0  # as a fraction of lambda_cycle (CycleGAN code uses 0.5); 0: off, as in the paper
+    pool_size: int = 50
+    distinct_subjects: bool = True  # never pair an MR slice with a CT slice of the same subject
+
+
+# Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults);
+# "wolterink2017" is the paper's: 256x256 slices, 9 residual blocks, 64 filters, λ = 10, no identity.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "wolterink2017": {"image_size": 256, "batch_size": 1, "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3,
+                      "lambda_cycle": 10.0, "lambda_identity": 0.0, "pool_size": 50},
+}
+
+
+def validate_config(config: CycleGANConfig) -> None:
+    """Raise a UserError naming the option for values the recipe cannot use."""
+    validate_common(config, 4)  # the ResNet generator downsamples twice
+    if config.lambda_cycle < 0 or config.lambda_identity < 0:
+        raise UserError("--lambda-cycle and --lambda-identity must be >= 0")
+    if config.pool_size < 0:
+        raise UserError(f"--pool-size must be >= 0, got {config.pool_size}")
+
+
+@register_recipe
+class CycleGANRecipe(MR2CTRecipe):
+    """Syn_CT, Syn_MR, Dis_CT, Dis_MR trained with least-squares adversarial and cycle losses."""
+
+    name = "cyclegan"
+    Config = CycleGANConfig
+    progress_keys = ("loss_g", "cycle", "loss_d_ct", "loss_d_mr")
+    paired_data = False
+
+    def __init__(self, config: CycleGANConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        validate_config(config)
+        self.d_crop = resolve_d_crop(config)
+        c = config.context
+
+        def generator() -> ResnetGenerator:
+            return ResnetGenerator(c, c, ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
+
+        def discriminator() -> PatchDiscriminator:
+            return PatchDiscriminator(c, ndf=config.ndf, n_layers=config.d_layers, norm=config.norm)
+
+        self.nets = {"Syn_CT": generator(), "Syn_MR": generator(), "Dis_CT": discriminator(), "Dis_MR": discriminator()}
+        for net in self.nets.values():
+            net.to(device)
+        n = self.nets
+        opt_g, sched_g = adam_with_schedule(itertools.chain(n["Syn_CT"].parameters(), n["Syn_MR"].parameters()), config)
+        opt_d, sched_d = adam_with_schedule(itertools.chain(n["Dis_CT"].parameters(), n["Dis_MR"].parameters()), config)
+        self.optimizers = {"G": opt_g, "D": opt_d}
+        self.schedulers = {"G": sched_g, "D": sched_d}
+        # Least squares with targets 1/0 and no 1/2 factor: exactly the paper's losses.
+        self.objective = get_objective("lsgan")
+        self.pools = {"ct": ImagePool(config.pool_size), "mr": ImagePool(config.pool_size)}
+
+    # --- data ---------------------------------------------------------------------------
+    def make_sampler(self, data: MR2CTData) -> Any:
+        from counterfeit.medical.slicing import BODY_LEVEL, UnpairedSliceSampler
+
+        c = self.config
+        return UnpairedSliceSampler(
+            data.mr, data.ct, context=c.context, ct_context=c.context, crop=c.image_size, flip=c.flip,
+            masks=data.masks, ct_masks=[v > BODY_LEVEL for v in data.ct], distinct_subjects=c.distinct_subjects,
+        )
+
+    def sample_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        c = self.config
+        mr, ct = self.sampler.sample(rng, c.batch_size)
+        crops = draw_crop_offsets(rng, c.batch_size, 4, c.image_size, self.d_crop)
+        return {"mr": mr, "ct": ct, "crops": crops}
+
+    def synthesis_generator(self) -> torch.nn.Module:
+        return self.nets["Syn_CT"]
+
+    # --- one step -------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        b = self.to_device(batch)
+        mr, ct, crops = b["mr"], b["ct"], b["crops"]
+        syn_ct, syn_mr, dis_ct, dis_mr = (self.nets[k] for k in ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR"))
+        c, obj, size = self.config, self.objective, self.d_crop
+
+        # Generators: every fake is computed once here and reused (detached) by the discriminators.
+        set_requires_grad((dis_ct, dis_mr), False)
+        fake_ct = syn_ct(mr)
+        fake_mr = syn_mr(ct)
+        rec_mr = syn_mr(fake_ct)
+        rec_ct = syn_ct(fake_mr)
+        adv_ct = obj.g_loss(dis_ct(crop_batch(fake_ct, crops[:, FAKE_CT], size)))
+        adv_mr = obj.g_loss(dis_mr(crop_batch(fake_mr, crops[:, FAKE_MR], size)))
+        cycle = c.lambda_cycle * (F.l1_loss(rec_mr, mr) + F.l1_loss(rec_ct, ct))
+        loss_g = adv_ct + adv_mr + cycle
+        out = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle}
+        if c.lambda_identity > 0:
+            identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(ct), ct) + F.l1_loss(syn_mr(mr), mr))
+            loss_g = loss_g + identity
+            out["identity"] = identity
+        self.optimizers["G"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.optimizers["G"].step()
+        set_requires_grad((dis_ct, dis_mr), True)
+
+        # Discriminators: real images vs fakes from the history pools, all randomly cropped.
+        pooled_ct = self.pools["ct"].query(fake_ct)
+        pooled_mr = self.pools["mr"].query(fake_mr)
+        loss_d_ct = obj.d_loss(dis_ct(crop_batch(ct, crops[:, REAL_CT], size)),
+                               dis_ct(crop_batch(pooled_ct, crops[:, FAKE_CT], size)))
+        loss_d_mr = obj.d_loss(dis_mr(crop_batch(mr, crops[:, REAL_MR], size)),
+                               dis_mr(crop_batch(pooled_mr, crops[:, FAKE_MR], size)))
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        (loss_d_ct + loss_d_mr).backward()
+        self.optimizers["D"].step()
+
+        out.update(loss_g=loss_g, loss_d_ct=loss_d_ct, loss_d_mr=loss_d_mr)
+        return {k: v.detach() for k, v in out.items()}
+
+    # --- state beyond networks and optimisers -----------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {f"pool_{k}": pool.state_dict() for k, pool in self.pools.items()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for k, pool in self.pools.items():
+            if f"pool_{k}" in state:
+                pool.load_state_dict(state[f"pool_{k}"], self.device)

@@ -1,0 +1,401 @@
+"""Pieces shared by the MR -> CT recipes (unpaired CycleGAN and the paired baseline).
+
+- `MR2CTConfig`: data source, slice size, networks, optimiser and schedule options.
+- `load_mr2ct_data`: training volumes from a phantom root or from folders of volumes,
+  normalised to [-1, 1] (MR by per-volume percentiles, CT by a fixed HU window), plus a few
+  held-out cases for sample grids and a validation MAE.
+- `LinearDecay`: the CycleGAN schedule, constant then linearly decaying to zero, per step.
+- `crop_batch`: the random crops fed to the discriminators (Wolterink et al. 2017: cropping
+  what the discriminator sees makes it insensitive to imperfect registration).
+- `MR2CTRecipe`: base class with data setup, sample grids, validation MAE and the
+  `synthesis_spec` that `counterfeit.medical.synthesize` uses for inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from counterfeit.errors import UserError
+from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, ct_to_unit, mr_to_unit
+from counterfeit.nets.patchgan import min_input_size, receptive_field
+from counterfeit.train.recipe import Recipe
+
+PREVIEW_LEVELS = (0.35, 0.6)  # fractions of the body's height where sample grids cut axial slices
+ERROR_DISPLAY_HU = 500.0  # |sCT - CT| shown from 0 (black) to this (bright) in the error map
+
+
+@dataclass
+class MR2CTConfig:
+    """Options shared by the MR -> CT recipes. Paths are stored absolute so a run can be resumed anywhere.
+
+    Defaults (the "fast" preset) were chosen for ~5-minute CPU runs: on the 128x128 phantom,
+    96x96 crops, batch 1, 16 generator / 32 discriminator filters and 6 residual blocks took
+    ~0.25 s per CycleGAN step on one core, where 32/64 filters took ~0.75 s and had learned
+    less after 5 minutes (see the recipes' PRESETS for the paper's configuration).
+    """
+
+    # data: a phantom root, or folders of volumes (masks optional, matched to MR by file name)
+    phantom: str | None = None
+    mr_dir: str | None = None
+    ct_dir: str | None = None
+    mask_dir: str | None = None
+    image_size: int = 96  # side of the square training slices the generators see (random crops of slices)
+    context: int = 1  # MR slices stacked as input channels: 1 = 2D, 3 = 2.5D
+    batch_size: int = 1
+    flip: bool = True  # random left-right flips
+    # networks
+    ngf: int = 16
+    n_blocks: int = 6
+    norm: str = "instance"
+    ndf: int = 32
+    d_layers: int = 3  # PatchGAN depth: 3 gives 70x70 patches
+    d_crop: int | None = None  # side of the random crops fed to D; None: 3/4 of image_size, at least the patch size
+    # optimisation: Adam, constant learning rate then linear decay to 0 between the two steps
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_start: int = 0
+    lr_decay_end: int = 0  # <= lr_decay_start: constant learning rate
+    # intensity conventions (recorded so that synthesis normalises exactly as training did)
+    mr_percentiles: tuple = MR_PERCENTILES
+    hu_window: tuple = HU_WINDOW
+    preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
+
+
+def apply_preset(config_cls: type, presets: dict[str, dict[str, Any]], preset: str, **overrides: Any) -> Any:
+    """A config from a named preset with explicit (non-None) options on top."""
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+    values = dict(presets[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{config_cls.__name__}: unknown option(s) {unknown}")
+    return config_cls(**values)
+
+
+def resolve_d_crop(config: MR2CTConfig) -> int:
+    """Side of the discriminator's random crops, checked against the image and the PatchGAN."""
+    size = config.image_size
+    if config.d_crop is None:
+        crop = min(size, max(int(round(0.75 * size)), receptive_field(config.d_layers)))
+    else:
+        crop = int(config.d_crop)
+    smallest = min_input_size(config.d_layers)
+    if not smallest <= crop <= size:
+        raise UserError(f"--d-crop must be between {smallest} (the smallest input of a {config.d_layers}-layer "
+                        f"PatchGAN) and the image size {size}, got {crop}")
+    return crop
+
+
+def validate_common(config: MR2CTConfig, multiple: int) -> None:
+    """Clear messages for option values the networks or samplers cannot use."""
+    if config.image_size < 8 or config.image_size % multiple:
+        raise UserError(f"--image-size must be a multiple of {multiple} and at least 8, got {config.image_size}")
+    if config.context < 1 or config.context % 2 == 0:
+        raise UserError(f"--context must be an odd number of slices (1 = 2D, 3 = 2.5D), got {config.context}")
+    for name in ("batch_size", "ngf", "ndf", "d_layers"):
+        if getattr(config, name) < 1:
+            raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if config.n_blocks < 0:
+        raise UserError(f"--blocks must be >= 0, got {config.n_blocks}")
+    if config.lr <= 0:
+        raise UserError(f"--lr must be > 0, got {config.lr}")
+    resolve_d_crop(config)
+
+
+# --- schedule and crops ---------------------------------------------------------------
+
+
+class LinearDecay:
+    """LambdaLR factor: 1 until `start`, then linearly down to 0 at `end` (CycleGAN's schedule, in steps).
+
+    A plain object (not a closure) so LambdaLR's state_dict records it.
+    """
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = int(start), int(end)
+
+    def __call__(self, step: int) -> float:
+        if self.end <= self.start or step < self.start:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.start) / (self.end - self.start))
+
+
+def adam_with_schedule(params: Any, config: MR2CTConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    opt = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, LinearDecay(config.lr_decay_start, config.lr_decay_end))
+
+
+def draw_crop_offsets(rng: np.random.Generator, batch: int, n_crops: int, image_size: int, crop: int) -> np.ndarray:
+    """(batch, n_crops, 2) top-left corners of `crop`-sized windows in `image_size` images (batch on axis 0)."""
+    return rng.integers(0, image_size - crop + 1, size=(batch, n_crops, 2)).astype(np.int64)
+
+
+def crop_batch(x: torch.Tensor, offsets: torch.Tensor | np.ndarray, size: int) -> torch.Tensor:
+    """Per-sample square crops: x (B, C, H, W), offsets (B, 2) top-left corners -> (B, C, size, size)."""
+    if size == x.shape[-1] == x.shape[-2]:
+        return x
+    corners = offsets.tolist()
+    return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(corners)])
+
+
+def set_requires_grad(nets: Sequence[nn.Module], flag: bool) -> None:
+    """Freeze discriminators during the generator update (saves computing their weight gradients)."""
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@dataclass
+class PreviewCase:
+    """A held-out volume for sample grids and validation: normalised MR, reference CT (HU) and mask."""
+
+    name: str
+    mr_unit: np.ndarray
+    ct_hu: np.ndarray | None  # reference on the MR grid (the phantom's aligned CT), or None
+    mask: np.ndarray | None
+
+
+@dataclass
+class MR2CTData:
+    """Normalised training volumes and preview cases."""
+
+    mr: list[np.ndarray]
+    ct: list[np.ndarray]
+    masks: list[np.ndarray] | None  # body masks on the MR grids
+    preview: list[PreviewCase]
+    preview_split: str  # "val" (held out) or "train"
+
+
+def load_mr2ct_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
+    """Read and normalise training data from `config.phantom` or `config.mr_dir`/`ct_dir`/`mask_dir`.
+
+    The phantom's training CT is `ct.nii.gz`, slightly misaligned to the MR like real paired
+    data; its aligned ground truth is used only for previews and validation of held-out subjects.
+    """
+    if config.phantom:
+        if config.mr_dir or config.ct_dir or config.mask_dir:
+            raise UserError("give either a phantom or --mr/--ct folders, not both")
+        return _phantom_data(config)
+    if config.mr_dir and config.ct_dir:
+        return _folder_data(config, paired=paired)
+    raise UserError("no training data: give a phantom root or both --mr DIR and --ct DIR")
+
+
+def _norm_mr(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
+    return mr_to_unit(array, tuple(config.mr_percentiles))
+
+
+def _norm_ct(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
+    return np.asarray(ct_to_unit(array, tuple(config.hu_window)), dtype=np.float32)
+
+
+def _phantom_data(config: MR2CTConfig) -> MR2CTData:
+    from counterfeit.data.phantom import load_dataset, subject_paths
+    from counterfeit.data.volumes import read_volume
+
+    info = load_dataset(config.phantom)
+    train_ids = info["splits"].get("train", [])
+    if not train_ids:
+        raise UserError(f"{config.phantom}: the phantom has no training subjects")
+    mr, ct, masks = [], [], []
+    for sid in train_ids:
+        paths = subject_paths(info["root"], sid)
+        mr.append(_norm_mr(config, read_volume(paths["mr"], modality="mr").array))
+        ct.append(_norm_ct(config, read_volume(paths["ct"], modality="ct").array))
+        masks.append(read_volume(paths["mask"], modality="mask").array)
+    held_out = info["splits"].get("val") or []
+    split = "val" if held_out else "train"
+    preview = []
+    for sid in (held_out or train_ids)[: config.preview_subjects]:
+        paths = subject_paths(info["root"], sid)
+        preview.append(PreviewCase(
+            sid,
+            _norm_mr(config, read_volume(paths["mr"], modality="mr").array),
+            read_volume(paths["ct_aligned"], modality="ct").array,
+            read_volume(paths["mask"], modality="mask").array.astype(bool),
+        ))
+    return MR2CTData(mr, ct, masks, preview, split)
+
+
+def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
+    from counterfeit.data.volumes import check_same_grid, read_volume
+    from counterfeit.medical.evaluate import find_subject_volumes
+
+    mr_paths = find_subject_volumes(config.mr_dir)
+    ct_paths = find_subject_volumes(config.ct_dir)
+    mask_paths = find_subject_volumes(config.mask_dir) if config.mask_dir else {}
+    if mask_paths:
+        missing = sorted(set(mr_paths) - set(mask_paths))
+        if missing:
+            raise UserError(f"{config.mask_dir}: no mask for MR subject(s) {', '.join(missing[:5])}")
+    if paired:
+        missing = sorted(set(mr_paths) - set(ct_paths))
+        if missing:
+            raise UserError(f"{config.ct_dir}: paired training needs a CT named like each MR; missing {', '.join(missing[:5])}")
+    mr_vols = {s: read_volume(p, modality="mr") for s, p in mr_paths.items()}
+    ct_vols = {s: read_volume(p, modality="ct") for s, p in ct_paths.items()}
+    masks = {s: read_volume(p, modality="mask") for s, p in mask_paths.items()}
+    for s, m in masks.items():
+        check_same_grid(mr_vols[s], m, (str(mr_paths[s]), str(mask_paths[s])))
+    subjects = sorted(mr_vols)
+    if paired:
+        for s in subjects:
+            check_same_grid(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
+        ct_list = [_norm_ct(config, ct_vols[s].array) for s in subjects]
+    else:
+        ct_list = [_norm_ct(config, ct_vols[s].array) for s in sorted(ct_vols)]
+    mr_list = [_norm_mr(config, mr_vols[s].array) for s in subjects]
+    mask_list = [masks[s].array for s in subjects] if masks else None
+    preview = []
+    for s in subjects[: config.preview_subjects]:
+        ref = ct_vols.get(s)
+        same_grid = ref is not None and ref.shape == mr_vols[s].shape
+        preview.append(PreviewCase(s, mr_list[subjects.index(s)], ref.array if same_grid else None,
+                                   masks[s].array.astype(bool) if s in masks else None))
+    return MR2CTData(mr_list, ct_list, mask_list, preview, "train")
+
+
+# --- the base recipe --------------------------------------------------------------------
+
+
+class MR2CTRecipe(Recipe):
+    """Data setup, sample grids, validation MAE and the inference spec shared by MR -> CT recipes.
+
+    Subclasses build their networks, set `paired_data`, and implement `make_sampler`,
+    `synthesis_generator` and (if not the ResNet's 4) `size_multiple`.
+    """
+
+    paired_data: ClassVar[bool] = False
+    size_multiple: int = 4
+
+    def setup_data(self) -> None:
+        self.data = load_mr2ct_data(self.config, paired=self.paired_data)
+        self.sampler = self.make_sampler(self.data)
+
+    def make_sampler(self, data: MR2CTData) -> Any:
+        raise NotImplementedError
+
+    def synthesis_generator(self) -> nn.Module:
+        raise NotImplementedError
+
+    def synthesis_spec(self) -> Any:
+        from counterfeit.medical.synthesize import SynthesisSpec
+
+        c = self.config
+        return SynthesisSpec(self.synthesis_generator(), context=c.context, multiple=self.size_multiple,
+                             mr_percentiles=tuple(c.mr_percentiles), hu_window=tuple(c.hu_window))
+
+    def _preview(self) -> list[PreviewCase]:
+        data = getattr(self, "data", None)
+        return data.preview if data is not None else []
+
+    def metrics(self, step: int) -> dict[str, float]:
+        """Mean absolute error (HU, inside the body) of whole-volume synthesis on the preview cases."""
+        from counterfeit.medical.intensity import body_mask, unit_to_ct
+        from counterfeit.medical.slicing import volume_slices
+        from counterfeit.medical.synthesize import predict_unit_slices
+
+        cases = [c for c in self._preview() if c.ct_hu is not None]
+        if not cases:
+            return {}
+        spec = self.synthesis_spec()
+        errors = []
+        for case in cases:
+            unit = predict_unit_slices(spec, volume_slices(case.mr_unit, context=spec.context))
+            sct = unit_to_ct(unit, spec.hu_window)
+            inside = case.mask if case.mask is not None else body_mask(case.ct_hu, "ct")
+            errors.append(float(np.abs(sct - case.ct_hu)[inside].mean()))
+        return {f"{self.data.preview_split}_mae_hu": float(np.mean(errors))}
+
+    def write_samples(self, step: int, out_dir: Path) -> None:
+        """A grid per call: rows of axial slices, columns MR | synthetic CT | real CT | |error|."""
+        from counterfeit.medical.intensity import unit_to_ct
+        from counterfeit.medical.slicing import volume_slices
+        from counterfeit.medical.synthesize import predict_unit_slices
+
+        cases = self._preview()
+        if not cases:
+            return
+        spec = self.synthesis_spec()
+        rows = []
+        for case in cases:
+            for z in _preview_levels(case):
+                # Only the slab around z is sliced; at the volume's ends it repeats end slices as inference does.
+                first = max(0, z - spec.context // 2)
+                window = volume_slices(case.mr_unit[first : z + spec.context // 2 + 1], context=spec.context)
+                mid = z - first
+                sct = unit_to_ct(predict_unit_slices(spec, window[mid : mid + 1])[0], spec.hu_window)
+                ref = case.ct_hu[z] if case.ct_hu is not None else None
+                rows.append((case.mr_unit[z], sct, ref))
+        write_sample_grid(rows, Path(out_dir) / f"step_{step:08d}.png", title=f"step {step}")
+
+
+def _preview_levels(case: PreviewCase) -> list[int]:
+    """Axial slice indices at PREVIEW_LEVELS of the body's extent along z."""
+    body = case.mask if case.mask is not None else case.mr_unit > -0.75
+    zs = np.flatnonzero(body.reshape(body.shape[0], -1).any(axis=1))
+    lo, hi = (int(zs[0]), int(zs[-1])) if zs.size else (0, body.shape[0] - 1)
+    return sorted({int(round(lo + f * (hi - lo))) for f in PREVIEW_LEVELS})
+
+
+# --- sample grids -------------------------------------------------------------------------
+
+
+def write_sample_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]], out_png: Path,
+                      title: str = "") -> Path:
+    """PNG grid: per row MR (normalised), synthetic CT (HU), real CT (HU or None), |error| map."""
+    import matplotlib
+    from PIL import Image, ImageDraw
+
+    from counterfeit.atomic import atomic_path
+    from counterfeit.data.phantom_preview import CT_DISPLAY
+
+    magma = matplotlib.colormaps["magma"]
+
+    def gray(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        v = np.clip((np.asarray(img, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+        return np.repeat(v[..., None], 3, axis=2)
+
+    tiles = []
+    for mr, sct, ref in rows:
+        blank = np.full((*mr.shape, 3), 0.15, dtype=np.float32)
+        row = [gray(mr, -1.0, 1.0), gray(sct, *CT_DISPLAY)]
+        if ref is None:
+            row += [blank, blank]
+        else:
+            err = np.clip(np.abs(sct - ref) / ERROR_DISPLAY_HU, 0.0, 1.0)
+            row += [gray(ref, *CT_DISPLAY), magma(err)[..., :3].astype(np.float32)]
+        tiles.append(row)
+    h = max(t[0].shape[0] for t in tiles)
+    w = max(t[0].shape[1] for t in tiles)
+    scale = max(1, int(np.ceil(128 / max(h, w))))  # small test images are enlarged for readability
+    gap, header = 2, 14
+    cell_h, cell_w = h * scale, w * scale
+    canvas = np.ones((header + len(tiles) * (cell_h + gap), 4 * (cell_w + gap), 3), dtype=np.float32)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            big = np.kron(tile, np.ones((scale, scale, 1), dtype=np.float32))
+            top, left = header + r * (cell_h + gap), c * (cell_w + gap)
+            canvas[top : top + big.shape[0], left : left + big.shape[1]] = big
+    image = Image.fromarray((canvas * 255).round().astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    labels = ["MR", "synthetic CT", "real CT", f"|error| 0-{ERROR_DISPLAY_HU:g} HU"]
+    for c, label in enumerate(labels):
+        draw.text((c * (cell_w + gap) + 2, 1), label if c or not title else f"{label} ({title})", fill=(0, 0, 0))
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        image.save(tmp, format="PNG")
+    return out_png

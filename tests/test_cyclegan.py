@@ -1,0 +1,195 @@
+"""CycleGAN MR -> CT recipe: exact losses, all four networks train, exact resume, image pool, schedule, CLI."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from counterfeit.data.phantom import generate_dataset
+from counterfeit.errors import UserError
+from counterfeit.train import checkpoint as ckpt
+from counterfeit.train.image_pool import ImagePool
+from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
+from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe
+from counterfeit.train.recipes.mr2ct_common import LinearDecay, apply_preset, crop_batch, resolve_d_crop
+
+NETS = ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions are fastest (and most repeatable) on one thread of a shared CPU.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("phantom"), 4, shape=(8, 32, 32), seed=3, workers=1)
+
+
+def tiny(phantom, **kw) -> CycleGANConfig:
+    base = dict(phantom=str(phantom), image_size=32, batch_size=2, ngf=4, n_blocks=1, ndf=4, d_crop=24,
+                preview_subjects=1)
+    base.update(kw)
+    return CycleGANConfig(**base)
+
+
+def build(config: CycleGANConfig, seed: int = 0, data: bool = True) -> CycleGANRecipe:
+    torch.manual_seed(seed)
+    recipe = CycleGANRecipe(config, torch.device("cpu"))
+    if data:
+        recipe.setup_data()
+    return recipe
+
+
+def _crop(x: torch.Tensor, corners: np.ndarray, size: int) -> torch.Tensor:
+    return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(corners)])
+
+
+def test_losses_match_hand_computation(phantom):
+    lam, lam_id = 7.0, 0.5
+    recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id))
+    before = {k: copy.deepcopy(recipe.nets[k]) for k in NETS}
+    batch = recipe.sample_batch(np.random.default_rng(5))
+    got = recipe.train_step(batch, 0)
+
+    mr, ct, crops, s = torch.from_numpy(batch["mr"]), torch.from_numpy(batch["ct"]), batch["crops"], recipe.d_crop
+    g_ct, g_mr, d_ct, d_mr = (before[k] for k in NETS)
+    with torch.no_grad():
+        fake_ct, fake_mr = g_ct(mr), g_mr(ct)
+        rec_mr, rec_ct = g_mr(fake_ct), g_ct(fake_mr)
+        adv_ct = ((d_ct(_crop(fake_ct, crops[:, 1], s)) - 1) ** 2).mean()
+        adv_mr = ((d_mr(_crop(fake_mr, crops[:, 3], s)) - 1) ** 2).mean()
+        cycle = lam * ((rec_mr - mr).abs().mean() + (rec_ct - ct).abs().mean())
+        identity = lam_id * lam * ((g_ct(ct) - ct).abs().mean() + (g_mr(mr) - mr).abs().mean())
+        # First step: the pool is still filling, so the discriminators see this step's fakes.
+        d_ct_loss = ((d_ct(_crop(ct, crops[:, 0], s)) - 1) ** 2).mean() + (d_ct(_crop(fake_ct, crops[:, 1], s)) ** 2).mean()
+        d_mr_loss = ((d_mr(_crop(mr, crops[:, 2], s)) - 1) ** 2).mean() + (d_mr(_crop(fake_mr, crops[:, 3], s)) ** 2).mean()
+    expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity,
+                "loss_g": adv_ct + adv_mr + cycle + identity, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert float(got[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), key
+    # The crops really are crops: D sees d_crop x d_crop windows at the drawn corners.
+    assert s == 24 and crops.shape == (2, 4, 2) and crops.min() >= 0 and crops.max() <= 32 - 24
+
+
+def test_one_step_changes_all_four_networks(phantom):
+    recipe = build(tiny(phantom))
+    before = {k: [p.detach().clone() for p in recipe.nets[k].parameters()] for k in NETS}
+    recipe.train_step(recipe.sample_batch(np.random.default_rng(0)), 0)
+    for k in NETS:
+        after = list(recipe.nets[k].parameters())
+        assert all(torch.isfinite(p).all() for p in after), k
+        changed = sum(not torch.equal(a, b) for a, b in zip(before[k], after))
+        assert changed == len(after), f"{k}: only {changed} of {len(after)} parameter tensors changed"
+
+
+def _loop(steps: int) -> LoopConfig:
+    return LoopConfig(steps=steps, log_every=1, checkpoint_every=3, sample_every=0, progress=False,
+                      tensorboard=False, prefetch=1)
+
+
+def test_resume_equals_uninterrupted(phantom, tmp_path):
+    # pool_size 2 fills after one step, so later steps exercise the random swaps (torch RNG) and the saved pool.
+    config = tiny(phantom, pool_size=2, lr_decay_start=2, lr_decay_end=8)
+    train(build(config), _loop(6), tmp_path / "full")
+    train(build(config), _loop(3), tmp_path / "part")
+    resume_run(tmp_path / "part", steps=6, device="cpu", progress=False)
+    a, b = load_run(tmp_path / "full", "cpu"), load_run(tmp_path / "part", "cpu")
+    for k in NETS:
+        for (name, x), y in zip(a.nets[k].state_dict().items(), b.nets[k].state_dict().values()):
+            assert torch.allclose(x, y, rtol=0, atol=1e-6), f"{k}.{name}"
+    states = [ckpt.read_state_file(p / "checkpoints" / "step_00000006" / "state.pt") for p in (tmp_path / "full", tmp_path / "part")]
+    for pool in ("pool_ct", "pool_mr"):
+        assert torch.allclose(states[0]["extra"][pool]["images"], states[1]["extra"][pool]["images"], atol=1e-6)
+    assert states[0]["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * (1 - 4 / 6))
+    rows = [(p / "metrics.csv").read_text().splitlines() for p in (tmp_path / "full", tmp_path / "part")]
+    assert [r.split(",")[0] for r in rows[0]] == [r.split(",")[0] for r in rows[1]]
+    assert "val_mae_hu" in rows[0][0]
+
+
+def test_image_pool_rule_and_state():
+    pool = ImagePool(3)
+    first = torch.arange(3.0).reshape(3, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: returns its inputs
+    assert len(pool) == 3
+    torch.manual_seed(0)
+    saved = pool.state_dict()
+    new = 100 + torch.arange(200.0).reshape(200, 1, 1, 1)
+    out = pool.query(new)
+    swapped = out != new
+    assert 60 < swapped.sum().item() < 140  # about half are answered from the history (probability 1/2)
+    # A swapped answer is an earlier image: one of the first three or a new one seen before this position.
+    for i in torch.nonzero(swapped.flatten()).flatten().tolist():
+        assert out[i].item() < 3 or 100 <= out[i].item() < 100 + i
+    assert len(pool) == 3
+    # Restoring the state and the RNG replays exactly the same answers.
+    other = ImagePool(3)
+    other.load_state_dict(saved)
+    torch.manual_seed(0)
+    assert torch.equal(other.query(new), out)
+    assert torch.equal(ImagePool(0).query(new), new)
+
+
+def test_linear_decay_schedule():
+    f = LinearDecay(10, 20)
+    assert [f(s) for s in (0, 9, 10, 15, 20, 30)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    assert LinearDecay(5, 5)(100) == 1.0  # end <= start: constant
+
+
+def test_crops_and_d_crop_rules(phantom):
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    corners = np.array([[0, 3], [2, 1]])
+    assert torch.equal(crop_batch(x, corners, 5), torch.stack([x[0, :, 0:5, 3:8], x[1, :, 2:7, 1:6]]))
+    assert crop_batch(x, corners * 0, 8) is x
+    auto = {size: resolve_d_crop(CycleGANConfig(image_size=size)) for size in (64, 96, 128, 256)}
+    assert auto == {64: 64, 96: 72, 128: 96, 256: 192}
+    with pytest.raises(UserError, match="d-crop"):
+        resolve_d_crop(CycleGANConfig(image_size=32, d_crop=16))
+    with pytest.raises(UserError, match="image-size"):
+        CycleGANRecipe(CycleGANConfig(image_size=30), torch.device("cpu"))
+
+
+def test_presets():
+    paper = apply_preset(CycleGANConfig, PRESETS, "wolterink2017")
+    assert (paper.image_size, paper.ngf, paper.n_blocks, paper.lambda_cycle, paper.lambda_identity) == (256, 64, 9, 10.0, 0.0)
+    fast = apply_preset(CycleGANConfig, PRESETS, "fast", ngf=8)
+    assert fast.ngf == 8 and fast.n_blocks == CycleGANConfig().n_blocks
+    with pytest.raises(UserError, match="unknown preset"):
+        apply_preset(CycleGANConfig, PRESETS, "huge")
+
+
+def test_context_3_trains_slabs(phantom):
+    recipe = build(tiny(phantom, context=3, lambda_identity=0.5))
+    batch = recipe.sample_batch(np.random.default_rng(1))
+    assert batch["mr"].shape == (2, 3, 32, 32) and batch["ct"].shape == (2, 3, 32, 32)
+    losses = recipe.train_step(batch, 0)
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    assert recipe.synthesis_spec().context == 3
+
+
+def test_cli_train_and_resume(phantom, tmp_path):
+    from counterfeit.cli import app
+
+    out = tmp_path / "run"
+    args = ["train", "cyclegan", "--out", str(out), "--phantom", str(phantom), "--image-size", "32", "--ngf", "4",
+            "--blocks", "1", "--ndf", "4", "--d-crop", "24", "--steps", "2", "--checkpoint-every", "1",
+            "--sample-every", "1", "--no-progress", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "metrics.csv", "loss.png", "samples/step_00000002.png", "tensorboard"):
+        assert (out / name).exists(), name
+    assert [c.step for c in ckpt.list_checkpoints(out)] == [1, 2]
+    result = CliRunner().invoke(app, ["train", "cyclegan", "--resume", str(out), "--steps", "3", "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert ckpt.list_checkpoints(out)[-1].step == 3
+    bad = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), "--mr", str(phantom)])
+    assert isinstance(bad.exception, UserError) and "--mr and --ct" in str(bad.exception)
