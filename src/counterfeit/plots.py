@@ -73,7 +73,7 @@ def render_toy_frame(real, fake, bounds: tuple[float, float, float, float], d_va
     xmin, xmax, ymin, ymax = bounds
     dpi = 80
     fig = Figure(figsize=(size_px / dpi, size_px / dpi), dpi=dpi)
-    ax = fig.add_axes((0.08, 0.07, 0.76, 0.86))
+    ax = fig.add_axes((0.08, 0.07, 0.72, 0.86))
     if d_values is not None:
         d_values = np.asarray(d_values, dtype=np.float64)
         ny, nx = d_values.shape
@@ -82,7 +82,7 @@ def render_toy_frame(real, fake, bounds: tuple[float, float, float, float], d_va
         hi = max(hi, lo + 1e-6)  # contourf needs increasing levels
         cs = ax.contourf(np.linspace(xmin, xmax, nx), np.linspace(ymin, ymax, ny), d_values,
                          levels=np.linspace(lo, hi, 16), cmap="coolwarm_r", alpha=0.55)
-        fig.colorbar(cs, cax=fig.add_axes((0.87, 0.07, 0.03, 0.86)), label=d_label)
+        fig.colorbar(cs, cax=fig.add_axes((0.83, 0.07, 0.03, 0.86)), label=d_label, format="%.2g")
     real, fake = np.asarray(real), np.asarray(fake)
     ax.scatter(real[:, 0], real[:, 1], s=2, c="0.25", alpha=0.35, linewidths=0, label="real")
     ax.scatter(fake[:, 0], fake[:, 1], s=2, c="crimson", alpha=0.6, linewidths=0, label="generated")

@@ -33,6 +33,10 @@ CHANNELS = (1, 3)
 BUILTIN_DATASETS = ("phantom-mr", "phantom-ct", "digits")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 _DARK_16BIT = 4096  # a 16-bit image whose maximum is below 2**12 uses at most 1/16 of its range
+# Larger images are refused from their header, before decoding: reading one takes ~17 bytes per
+# gray pixel (51 RGB) on the way to float32, and a tiny corrupt or hostile file can claim 10**10
+# pixels (Pillow's own decompression-bomb guard only stops at 2 x 89 M pixels).
+MAX_IMAGE_PIXELS = 2**26  # 8192 x 8192
 
 
 # --- reading one image ---------------------------------------------------------------------------
@@ -69,7 +73,14 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
         try:
             import tifffile
 
-            arr = _tiff_layout(np.asarray(tifffile.imread(path)), path)
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                check_image_size(path, page.imagewidth, page.imagelength)
+                stored = sum(page.databytecounts)
+                if page.compression == 1 and page.bitspersample % 8 == 0 and stored < page.nbytes:
+                    # tifffile zero-fills missing strips; a short file is damaged, not a black image
+                    raise InputFileError(path, f"file is truncated ({stored} of {page.nbytes} pixel bytes)")
+                arr = _tiff_layout(np.asarray(tif.asarray()), path)
         except InputFileError:
             raise
         except Exception as err:  # compressed TIFFs tifffile cannot decode without imagecodecs: try Pillow
@@ -77,6 +88,8 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
     if arr is None:
         try:
             arr = _read_with_pillow(path)
+        except InputFileError:
+            raise
         except Exception as err:
             errors.append(str(err))
             raise InputFileError(path, f"cannot read image ({'; '.join(errors)})") from None
@@ -89,6 +102,7 @@ def _read_with_pillow(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
+        check_image_size(path, *im.size)
         im.load()
         mode = im.mode
         if mode.startswith("I;16") or mode in ("I", "F"):
@@ -98,6 +112,13 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         if mode == "LA":
             return np.asarray(im.convert("L"))  # drop alpha
         return np.asarray(im.convert("RGB"))  # P, RGBA, CMYK, YCbCr, ...
+
+
+def check_image_size(path: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse an image whose header claims more than MAX_IMAGE_PIXELS pixels (before it is decoded)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputFileError(path, f"image is {width}x{height} = {width * height:.3g} pixels, more than the limit of "
+                                   f"{MAX_IMAGE_PIXELS:.3g} (8192x8192; corrupt header, or downscale the image first)")
 
 
 def _tiff_layout(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -386,7 +407,8 @@ def check_images(images: np.ndarray, size: int, channels: int, what: str = "imag
 
 
 __all__: Sequence[str] = [
-    "BUILTIN_DATASETS", "IMAGE_SUFFIXES", "SCALES", "builtin_dataset", "center_crop_resize", "check_images",
+    "BUILTIN_DATASETS", "IMAGE_SUFFIXES", "MAX_IMAGE_PIXELS", "SCALES", "builtin_dataset", "center_crop_resize",
+    "check_image_size", "check_images",
     "digits_dataset", "list_image_files", "load_image_folder", "make_grid", "phantom_slices_dataset", "read_image",
     "read_image_raw", "save_image", "save_image_grid", "split_holdout", "to_channels", "to_unit_range",
 ]

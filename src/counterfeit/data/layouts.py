@@ -50,7 +50,8 @@ def parse_palette(data: Any, source: str = "palette") -> Palette:
     """A Palette from parsed JSON (see the module docstring for the accepted forms); UserError if malformed."""
     if isinstance(data, dict) and "palette" in data:
         if not isinstance(data["palette"], list):
-            raise UserError(f"{source}: \"palette\" must be a list of [r, g, b] colours, got {type(data['palette']).__name__}")
+            raise UserError(f"{source}: \"palette\" must be a list of [r, g, b] colours, "
+                            f"got {type(data['palette']).__name__}")
         names = data.get("names")
         entries = ([[n, *c] if isinstance(c, list) else [n, c] for n, c in zip(names, data["palette"])]
                    if isinstance(names, list) else data["palette"])

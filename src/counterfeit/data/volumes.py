@@ -8,11 +8,8 @@ any viewer. Problems with inputs raise `InputFileError` with one line naming fil
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -20,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from counterfeit.atomic import atomic_path
+from counterfeit.data.volume_headers import check_volume_header
 from counterfeit.errors import InputFileError, UserError
 
 if TYPE_CHECKING:  # SimpleITK is imported lazily: it is slow to import.
@@ -86,6 +84,8 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
     modality: "ct" -> float32 Hounsfield units (DICOM/NIfTI rescale slope and intercept applied);
     "mr" -> float32; "mask" -> uint8 0/1, must not be empty; None -> float32.
     require_3d: reject 2D images (a single slice), which most of the toolkit cannot use.
+    Headers are checked before anything is allocated: more than `volume_headers.MAX_VOXELS`
+    voxels (2**31), non-positive sizes or fewer data bytes than promised raise InputFileError.
     """
     if modality is not None and modality not in MODALITIES:
         raise UserError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
@@ -126,68 +126,12 @@ def _read_file(path: Path) -> "sitk.Image":
 
     if path.stat().st_size == 0:
         raise InputFileError(path, "file is empty")
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        _check_nifti_complete(path)  # ITK silently zero-fills truncated NIfTI data
-    elif name.endswith(".mhd"):
-        _check_mhd_sidecar(path)
+    # ITK allocates what a header claims before reading, and zero-fills truncated NIfTI data.
+    check_volume_header(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
         return _raise_unreadable(path, err)
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Raise if a NIfTI file holds fewer data bytes than its header promises."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            header = fh.read(540)
-            need = _nifti_bytes_needed(header)
-            if need is None:
-                return  # not a NIfTI header we understand: let ITK judge it
-            total = len(header)
-            while chunk := fh.read(1 << 22):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error):
-        raise InputFileError(path, "unreadable or corrupt file (compressed data is truncated or damaged)") from None
-    if total < need:
-        raise InputFileError(path, f"file is truncated ({total} of {need} bytes)")
-
-
-def _nifti_bytes_needed(header: bytes) -> int | None:
-    if len(header) < 348:
-        return None
-    for endian in "<>":
-        sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
-        if sizeof_hdr == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if sizeof_hdr == 540 and len(header) >= 540:
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            dims = struct.unpack(endian + "8q", header[16:80])
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    return max(offset, 348) + int(np.prod([max(d, 1) for d in dims[1 : ndim + 1]])) * bitpix // 8
-
-
-def _check_mhd_sidecar(path: Path) -> None:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        raise InputFileError(path, f"cannot read ({err.strerror})") from None
-    match = re.search(r"(?m)^ElementDataFile\s*=\s*(.+?)\s*$", text)
-    if match and match.group(1) not in ("LOCAL", "LIST") and "%" not in match.group(1):
-        data = path.parent / match.group(1)
-        if not data.exists():
-            raise InputFileError(path, f"data file {match.group(1)} named in the header is missing")
 
 
 def _read_dicom_series(folder: Path) -> "sitk.Image":

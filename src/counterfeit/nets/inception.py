@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from counterfeit.errors import InputFileError, UserError
+from counterfeit.torch_files import load_weights_only
 
 VARIANTS = ("fid", "torchvision")
 FEATURE_DIM = 2048
@@ -238,10 +239,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as err:
             raise InputFileError(path, f"cannot read safetensors ({err})") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputFileError(path, f"refused or unreadable torch file ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    state = load_weights_only(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -160,7 +160,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises several types for bad files
             raise InputFileError(path, f"cannot read VGG19 weights ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
     else:
-        state = load_weights_only(path)
+        state = load_weights_only(path, failure="cannot read VGG19 weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

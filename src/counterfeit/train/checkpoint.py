@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from counterfeit.atomic import OutputError, _fsync_dir
 from counterfeit.errors import UserError
+from counterfeit.torch_files import load_weights_only
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -195,6 +196,6 @@ def load_checkpoint(path: Path, nets: dict[str, torch.nn.Module], device: torch.
 def read_state_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a torch file safely: weights_only=True refuses arbitrary pickled objects."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: refused or unreadable torch file ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        return load_weights_only(path, map_location)
+    except UserError as err:
+        raise CheckpointError(str(err)) from None
