@@ -13,6 +13,7 @@ from counterfeit.cli.options import (
     Device,
     LogEvery,
     Minutes,
+    Compile,
     NoProgress,
     Out,
     Resume,
@@ -76,6 +77,7 @@ def train_crn(
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = None,
     no_progress: NoProgress = False,
+    compile_: Compile = False,
 ) -> None:
     """Train a Cascaded Refinement Network: semantic layout in, photographic (or CT/MR) image out."""
     from counterfeit.cli.options import run_recipe
@@ -113,4 +115,4 @@ def train_crn(
         )
         config = complete_folder_config(config)
     run_recipe("crn", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress)
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_)

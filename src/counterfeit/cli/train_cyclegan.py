@@ -18,6 +18,7 @@ from counterfeit.cli.options import (
     Device,
     LogEvery,
     Minutes,
+    Compile,
     NoProgress,
     Out,
     Resume,
@@ -121,6 +122,7 @@ def train_cyclegan(
     metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
     resume: Resume = None,
     no_progress: NoProgress = False,
+    compile_: Compile = False,
 ) -> None:
     """Unpaired CycleGAN MR -> CT (Wolterink et al. 2017): Syn_CT, Syn_MR, Dis_CT, Dis_MR with least-squares losses.
 
@@ -140,7 +142,7 @@ def train_cyclegan(
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
             setattr(config, key, value)
     run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every)
 
 
@@ -177,6 +179,7 @@ def train_paired(
     metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
     resume: Resume = None,
     no_progress: NoProgress = False,
+    compile_: Compile = False,
 ) -> None:
     """Paired MR -> CT baseline: one generator with L1 + least-squares adversarial loss on same-position slices.
 
@@ -196,5 +199,5 @@ def train_paired(
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
             setattr(config, key, value)
     run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every)

@@ -13,6 +13,7 @@ from counterfeit.cli.options import (
     Device,
     LogEvery,
     Minutes,
+    Compile,
     NoProgress,
     Out,
     Resume,
@@ -58,6 +59,7 @@ def train_dcgan(
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = None,
     no_progress: NoProgress = False,
+    compile_: Compile = False,
 ) -> None:
     """Train a DCGAN (Radford et al. 2016): samples/grid_*.png, samples/interp_*.png, SWD in metrics.csv.
 
@@ -84,5 +86,5 @@ def train_dcgan(
             interpolation=interpolation, fid_weights=str(fid_weights) if fid_weights else None, fid_variant=fid_variant,
         )
     run_recipe("dcgan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every)
