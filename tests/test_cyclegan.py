@@ -14,7 +14,8 @@ from counterfeit.errors import UserError
 from counterfeit.train import checkpoint as ckpt
 from counterfeit.train.image_pool import ImagePool
 from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
-from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe
+from counterfeit.losses_structure import mind_loss
+from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight
 from counterfeit.train.recipes.mr2ct_common import LinearDecay, apply_preset, crop_batch, resolve_d_crop
 
 NETS = ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR")
@@ -54,8 +55,8 @@ def _crop(x: torch.Tensor, corners: np.ndarray, size: int) -> torch.Tensor:
 
 
 def test_losses_match_hand_computation(phantom):
-    lam, lam_id = 7.0, 0.5
-    recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id))
+    lam, lam_id, lam_s = 7.0, 0.5, 3.0
+    recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id, lambda_structure=lam_s))
     before = {k: copy.deepcopy(recipe.nets[k]) for k in NETS}
     batch = recipe.sample_batch(np.random.default_rng(5))
     got = recipe.train_step(batch, 0)
@@ -69,11 +70,12 @@ def test_losses_match_hand_computation(phantom):
         adv_mr = ((d_mr(_crop(fake_mr, crops[:, 3], s)) - 1) ** 2).mean()
         cycle = lam * ((rec_mr - mr).abs().mean() + (rec_ct - ct).abs().mean())
         identity = lam_id * lam * ((g_ct(ct) - ct).abs().mean() + (g_mr(mr) - mr).abs().mean())
+        structure = lam_s * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
         # First step: the pool is still filling, so the discriminators see this step's fakes.
         d_ct_loss = ((d_ct(_crop(ct, crops[:, 0], s)) - 1) ** 2).mean() + (d_ct(_crop(fake_ct, crops[:, 1], s)) ** 2).mean()
         d_mr_loss = ((d_mr(_crop(mr, crops[:, 2], s)) - 1) ** 2).mean() + (d_mr(_crop(fake_mr, crops[:, 3], s)) ** 2).mean()
-    expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity,
-                "loss_g": adv_ct + adv_mr + cycle + identity, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
+    expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity, "structure": structure,
+                "loss_g": adv_ct + adv_mr + cycle + identity + structure, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert float(got[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), key
@@ -161,6 +163,7 @@ def test_crops_and_d_crop_rules(phantom):
 def test_presets():
     paper = apply_preset(CycleGANConfig, PRESETS, "wolterink2017")
     assert (paper.image_size, paper.ngf, paper.n_blocks, paper.lambda_cycle, paper.lambda_identity) == (256, 64, 9, 10.0, 0.0)
+    assert (paper.generator, paper.lambda_structure, paper.context, paper.lr) == ("resnet", 0.0, 1, 2e-4)
     fast = apply_preset(CycleGANConfig, PRESETS, "fast", ngf=8)
     assert fast.ngf == 8 and fast.n_blocks == CycleGANConfig().n_blocks
     with pytest.raises(UserError, match="unknown preset"):

@@ -14,7 +14,8 @@ from counterfeit.errors import UserError
 from counterfeit.medical.intensity import ct_to_unit
 from counterfeit.medical.synthesize import synthesize_volume
 from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
-from counterfeit.train.recipes.paired import PairedConfig, PairedRecipe, unet_depth
+from counterfeit.train.recipes.mr2ct_common import unet_depth
+from counterfeit.train.recipes.paired import PairedConfig, PairedRecipe
 
 
 @pytest.fixture(autouse=True)

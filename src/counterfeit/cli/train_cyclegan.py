@@ -44,6 +44,9 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Slices p
 Ngf = Annotated[Optional[int], typer.Option("--ngf", help="Generator filters in the first layer.")]
 Blocks = Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks of the ResNet generator.")]
 Ndf = Annotated[Optional[int], typer.Option("--ndf", help="Discriminator filters in the first layer.")]
+DLayers = Annotated[Optional[int], typer.Option("--d-layers", help="Stride-2 layers of the PatchGAN (3: 70x70 patches, 2: 34x34).")]
+Generator = Annotated[Optional[str], typer.Option("--generator", help="resnet (the CycleGAN's) | unet (pix2pix's, with skip connections).")]
+UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
 DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
 Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random left-right flips of training slices.")]
@@ -99,6 +102,8 @@ def train_cyclegan(
     mask: MaskDir = None,
     phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
     phantom_shape: PhantomShape = "64,128,128",
+    generator: Generator = None,
+    unet_depth: UnetDepth = None,
     image_size: ImageSize = None,
     d_crop: DCrop = None,
     context: Context = None,
@@ -106,8 +111,10 @@ def train_cyclegan(
     ngf: Ngf = None,
     blocks: Blocks = None,
     ndf: Ndf = None,
+    d_layers: DLayers = None,
     lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 10).")] = None,
     lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
+    lambda_structure: Annotated[Optional[float], typer.Option("--lambda-structure", help="Weight of the MIND structure-consistency loss between each generator's input and output (0: off, as in the paper).")] = None,
     pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="History of generated images shown to the discriminators (default 50).")] = None,
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
@@ -134,9 +141,10 @@ def train_cyclegan(
         from counterfeit.train.recipes.mr2ct_common import apply_preset
 
         config = apply_preset(
-            CycleGANConfig, PRESETS, preset, image_size=image_size, d_crop=d_crop, context=context,
-            batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, lambda_cycle=lambda_cycle,
-            lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, flip=flip, **_schedule(steps, decay_from),
+            CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
+            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
+            lambda_cycle=lambda_cycle,
+            lambda_identity=lambda_identity, lambda_structure=lambda_structure, pool_size=pool_size, lr=lr, flip=flip, **_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
@@ -156,8 +164,8 @@ def train_paired(
     mask: MaskDir = None,
     phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
     phantom_shape: PhantomShape = "64,128,128",
-    generator: Annotated[Optional[str], typer.Option("--generator", help="resnet (default, the CycleGAN's) | unet (pix2pix's).")] = None,
-    unet_depth: Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")] = None,
+    generator: Generator = None,
+    unet_depth: UnetDepth = None,
     image_size: ImageSize = None,
     d_crop: DCrop = None,
     context: Context = None,
@@ -165,6 +173,7 @@ def train_paired(
     ngf: Ngf = None,
     blocks: Blocks = None,
     ndf: Ndf = None,
+    d_layers: DLayers = None,
     lambda_l1: Annotated[Optional[float], typer.Option("--lambda-l1", help="Weight of the L1 loss to the (possibly misaligned) paired CT (default 100, as pix2pix).")] = None,
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
@@ -192,7 +201,7 @@ def train_paired(
 
         config = apply_preset(
             PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
-            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf,
+            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
             lambda_l1=lambda_l1, lr=lr, flip=flip, **_schedule(steps, decay_from),
         )
         validate_config(config)

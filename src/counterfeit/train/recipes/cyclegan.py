@@ -6,9 +6,11 @@ Dis_CT and Dis_MR, 70x70 PatchGANs. One step, with ‖·‖₁ the mean absolute
     G:  (Dis_CT(Syn_CT(I_MR)) - 1)² + (Dis_MR(Syn_MR(I_CT)) - 1)²                  (least squares)
         + λ (‖Syn_MR(Syn_CT(I_MR)) - I_MR‖₁ + ‖Syn_CT(Syn_MR(I_CT)) - I_CT‖₁)        (cycle)
         [+ λ_id λ (‖Syn_CT(I_CT) - I_CT‖₁ + ‖Syn_MR(I_MR) - I_MR‖₁)]               (identity, optional)
+        [+ λ_s (‖MIND(I_MR) - MIND(Syn_CT(I_MR))‖₁ + ‖MIND(I_CT) - MIND(Syn_MR(I_CT))‖₁)]  (structure, optional)
     Dis_CT: (Dis_CT(I_CT) - 1)² + Dis_CT(fake CT)²,  Dis_MR likewise,
 
-squares averaged over the PatchGAN's verdicts, fakes drawn from a history pool of 50, and every
+squares averaged over the PatchGAN's verdicts, the structure term (`counterfeit.losses_structure`)
+averaged inside each input's body (dilated), fakes drawn from a history pool of 50, and every
 image the discriminators see randomly cropped (`d_crop`). MR and CT slices are drawn
 independently, from different subjects when both sets hold the same subjects (unpaired
 training). With 2.5D context (3 slices) both generators map a slab of `context` slices to a
@@ -28,8 +30,8 @@ import torch.nn.functional as F
 
 from counterfeit.errors import UserError
 from counterfeit.losses import get_objective
+from counterfeit.losses_structure import mind_loss
 from counterfeit.nets.patchgan import PatchDiscriminator
-from counterfeit.nets.resnet import ResnetGenerator
 from counterfeit.train.image_pool import ImagePool
 from counterfeit.train.recipe import register_recipe
 from counterfeit.train.recipes.mr2ct_common import (
@@ -37,12 +39,26 @@ from counterfeit.train.recipes.mr2ct_common import (
     MR2CTData,
     MR2CTRecipe,
     adam_with_schedule,
+    build_generator,
     crop_batch,
     draw_crop_offsets,
     resolve_d_crop,
     set_requires_grad,
     validate_common,
 )
+
+def body_weight(image: torch.Tensor, margin: int = 2) -> torch.Tensor:
+    """(B, 1, H, W) 1 inside the body of a normalised image (middle channel) grown by `margin` pixels, else 0.
+
+    MR background is noise; its MIND descriptors are noise too, and asking a generator to copy
+    them (or to turn CT's flat air into them) would only teach it to paint noise.
+    """
+    from counterfeit.medical.slicing import BODY_LEVEL
+
+    mid = image[:, image.shape[1] // 2 : image.shape[1] // 2 + 1]
+    body = (mid > BODY_LEVEL).to(image.dtype)
+    return F.max_pool2d(body, 2 * margin + 1, stride=1, padding=margin)
+
 
 # Indices of the per-sample discriminator crops drawn in sample_batch.
 REAL_CT, FAKE_CT, REAL_MR, FAKE_MR = range(4)
@@ -52,28 +68,31 @@ REAL_CT, FAKE_CT, REAL_MR, FAKE_MR = range(4)
 class CycleGANConfig(MR2CTConfig):
     """CycleGAN options; the defaults are the "fast" preset (see PRESETS)."""
 
-    lambda_cycle: float = 10.0
+    lambda_cycle: float = 2.0  # the paper's 10 held the fat-as-bone solution in place (docs/mr2ct_ablation.md)
     lambda_identity: float = 0.0  # as a fraction of lambda_cycle (CycleGAN code uses 0.5); 0: off, as in the paper
+    lambda_structure: float = 1.0  # MIND structure consistency of each generator's input and output (Yang et al. 2018)
     pool_size: int = 50
     distinct_subjects: bool = True  # never pair an MR slice with a CT slice of the same subject
 
 
-# Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults);
-# "wolterink2017" is the paper's: 256x256 slices, 9 residual blocks, 64 filters, λ = 10, no identity.
+# Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults, chosen by
+# benchmarks/mr2ct_ablation.py, see docs/mr2ct_ablation.md); "wolterink2017" is the paper's:
+# 256x256 slices, 9 residual blocks, 64 filters, λ = 10, no identity or structure loss.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
-    "wolterink2017": {"image_size": 256, "batch_size": 1, "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3,
-                      "lambda_cycle": 10.0, "lambda_identity": 0.0, "pool_size": 50},
+    "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "ngf": 64, "n_blocks": 9,
+                      "ndf": 64, "d_layers": 3, "lambda_cycle": 10.0, "lambda_identity": 0.0, "lambda_structure": 0.0,
+                      "pool_size": 50, "lr": 2e-4, "beta1": 0.5},
 }
 
 
-def validate_config(config: CycleGANConfig) -> None:
-    """Raise a UserError naming the option for values the recipe cannot use."""
-    validate_common(config, 4)  # the ResNet generator downsamples twice
-    if config.lambda_cycle < 0 or config.lambda_identity < 0:
-        raise UserError("--lambda-cycle and --lambda-identity must be >= 0")
+def validate_config(config: CycleGANConfig) -> int:
+    """Raise a UserError naming the option for values the recipe cannot use; return the size multiple."""
+    if min(config.lambda_cycle, config.lambda_identity, config.lambda_structure) < 0:
+        raise UserError("--lambda-cycle, --lambda-identity and --lambda-structure must be >= 0")
     if config.pool_size < 0:
         raise UserError(f"--pool-size must be >= 0, got {config.pool_size}")
+    return validate_common(config)
 
 
 @register_recipe
@@ -87,12 +106,12 @@ class CycleGANRecipe(MR2CTRecipe):
 
     def __init__(self, config: CycleGANConfig, device: torch.device) -> None:
         super().__init__(config, device)
-        validate_config(config)
+        self.size_multiple = validate_config(config)
         self.d_crop = resolve_d_crop(config)
         c = config.context
 
-        def generator() -> ResnetGenerator:
-            return ResnetGenerator(c, c, ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
+        def generator() -> torch.nn.Module:
+            return build_generator(config, c, c)
 
         def discriminator() -> PatchDiscriminator:
             return PatchDiscriminator(c, ndf=config.ndf, n_layers=config.d_layers, norm=config.norm)
@@ -150,6 +169,10 @@ class CycleGANRecipe(MR2CTRecipe):
             identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(ct), ct) + F.l1_loss(syn_mr(mr), mr))
             loss_g = loss_g + identity
             out["identity"] = identity
+        if c.lambda_structure > 0:
+            structure = c.lambda_structure * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
+            loss_g = loss_g + structure
+            out["structure"] = structure
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
         self.optimizers["G"].step()

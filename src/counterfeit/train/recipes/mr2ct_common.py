@@ -51,8 +51,10 @@ class MR2CTConfig:
     batch_size: int = 1
     flip: bool = True  # random left-right flips
     # networks
+    generator: str = "resnet"  # "resnet" (the CycleGAN's) or "unet" (pix2pix's, with skip connections)
+    unet_depth: int | None = None  # None: the deepest (<= 8) that divides image_size
     ngf: int = 16
-    n_blocks: int = 6
+    n_blocks: int = 6  # residual blocks of the ResNet generator
     norm: str = "instance"
     ndf: int = 32
     d_layers: int = 3  # PatchGAN depth: 3 gives 70x70 patches
@@ -96,8 +98,46 @@ def resolve_d_crop(config: MR2CTConfig) -> int:
     return crop
 
 
-def validate_common(config: MR2CTConfig, multiple: int) -> None:
-    """Clear messages for option values the networks or samplers cannot use."""
+GENERATORS = ("resnet", "unet")
+MAX_UNET_DEPTH = 8
+
+
+def unet_depth(config: MR2CTConfig) -> int:
+    """The U-Net depth to use: the configured one, or the deepest whose 2**depth divides image_size."""
+    if config.unet_depth is not None:
+        return int(config.unet_depth)
+    depth = 0
+    while depth < MAX_UNET_DEPTH and config.image_size % 2 ** (depth + 1) == 0:
+        depth += 1
+    return depth
+
+
+def generator_multiple(config: MR2CTConfig) -> int:
+    """The side length the generator's input must be a multiple of (checked, with a clear message)."""
+    if config.generator not in GENERATORS:
+        raise UserError(f"--generator must be one of {', '.join(GENERATORS)}, got {config.generator!r}")
+    if config.generator == "resnet":
+        return 4  # two stride-2 convolutions
+    depth = unet_depth(config)
+    if depth < 2 or config.image_size % 2**depth:
+        raise UserError(f"a U-Net of depth {depth} needs --image-size divisible by {2**depth} "
+                        f"(and depth >= 2); got image size {config.image_size}")
+    return 2**depth
+
+
+def build_generator(config: MR2CTConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The configured generator: ResNet (c7s1, 2 down, n_blocks residual, 2 up, c7s1 + tanh) or U-Net."""
+    from counterfeit.nets.resnet import ResnetGenerator
+    from counterfeit.nets.unet import UNetGenerator
+
+    if config.generator == "unet":
+        return UNetGenerator(in_channels, out_channels, ngf=config.ngf, depth=unet_depth(config), norm=config.norm)
+    return ResnetGenerator(in_channels, out_channels, ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
+
+
+def validate_common(config: MR2CTConfig) -> int:
+    """Clear messages for option values the networks or samplers cannot use; returns the size multiple."""
+    multiple = generator_multiple(config)
     if config.image_size < 8 or config.image_size % multiple:
         raise UserError(f"--image-size must be a multiple of {multiple} and at least 8, got {config.image_size}")
     if config.context < 1 or config.context % 2 == 0:
@@ -110,6 +150,7 @@ def validate_common(config: MR2CTConfig, multiple: int) -> None:
     if config.lr <= 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     resolve_d_crop(config)
+    return multiple
 
 
 # --- schedule and crops ---------------------------------------------------------------

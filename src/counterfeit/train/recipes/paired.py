@@ -27,14 +27,13 @@ import torch.nn.functional as F
 from counterfeit.errors import UserError
 from counterfeit.losses import get_objective
 from counterfeit.nets.patchgan import PatchDiscriminator
-from counterfeit.nets.resnet import ResnetGenerator
-from counterfeit.nets.unet import UNetGenerator
 from counterfeit.train.recipe import register_recipe
 from counterfeit.train.recipes.mr2ct_common import (
     MR2CTConfig,
     MR2CTData,
     MR2CTRecipe,
     adam_with_schedule,
+    build_generator,
     crop_batch,
     draw_crop_offsets,
     resolve_d_crop,
@@ -42,52 +41,29 @@ from counterfeit.train.recipes.mr2ct_common import (
     validate_common,
 )
 
-GENERATORS = ("resnet", "unet")
 REAL, FAKE = range(2)
-MAX_UNET_DEPTH = 8
 
 
 @dataclass
 class PairedConfig(MR2CTConfig):
     """Paired-baseline options; shared ones default as in the CycleGAN recipe."""
 
-    generator: str = "resnet"
-    unet_depth: int | None = None  # None: the deepest (<= 8) that divides image_size
     lambda_l1: float = 100.0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     # The paper's paired baseline used its CycleGAN generator on 256x256 slices.
-    "wolterink2017": {"image_size": 256, "batch_size": 1, "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3},
+    "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "ngf": 64, "n_blocks": 9,
+                      "ndf": 64, "d_layers": 3, "lr": 2e-4, "beta1": 0.5},
 }
-
-
-def unet_depth(config: PairedConfig) -> int:
-    """The U-Net depth to use: the configured one, or the deepest whose 2**depth divides image_size."""
-    if config.unet_depth is not None:
-        return int(config.unet_depth)
-    depth = 0
-    while depth < MAX_UNET_DEPTH and config.image_size % 2 ** (depth + 1) == 0:
-        depth += 1
-    return depth
 
 
 def validate_config(config: PairedConfig) -> int:
     """Raise a UserError naming the option for unusable values; return the generator's size multiple."""
-    if config.generator not in GENERATORS:
-        raise UserError(f"--generator must be one of {', '.join(GENERATORS)}, got {config.generator!r}")
     if config.lambda_l1 < 0:
         raise UserError(f"--lambda-l1 must be >= 0, got {config.lambda_l1}")
-    multiple = 4  # the ResNet generator downsamples twice
-    if config.generator == "unet":
-        depth = unet_depth(config)
-        if depth < 2 or config.image_size % 2**depth:
-            raise UserError(f"a U-Net of depth {depth} needs --image-size divisible by {2**depth} "
-                            f"(and depth >= 2); got image size {config.image_size}")
-        multiple = 2**depth
-    validate_common(config, multiple)
-    return multiple
+    return validate_common(config)
 
 
 @register_recipe
@@ -103,10 +79,7 @@ class PairedRecipe(MR2CTRecipe):
         super().__init__(config, device)
         self.size_multiple = validate_config(config)
         c = config.context
-        if config.generator == "unet":
-            generator = UNetGenerator(c, 1, ngf=config.ngf, depth=unet_depth(config), norm=config.norm)
-        else:
-            generator = ResnetGenerator(c, 1, ngf=config.ngf, n_blocks=config.n_blocks, norm=config.norm)
+        generator = build_generator(config, c, 1)
         self.d_crop = resolve_d_crop(config)
         self.nets = {"G": generator, "D": PatchDiscriminator(c + 1, ndf=config.ndf, n_layers=config.d_layers,
                                                              norm=config.norm)}

@@ -1,0 +1,180 @@
+"""Benchmark: MR -> CT quality per CPU-minute. Which CycleGAN settings learn most in the demo's budget?
+
+Run: python benchmarks/mr2ct_ablation.py [--minutes 4] [--seeds 0 1] [--variants default crop64 ...] [--jobs 2]
+
+Every variant trains the unpaired CycleGAN on the same phantom training subjects (the demo's
+phantom: 24 heads of 48 x 128 x 128, seed 0, 15 train / 3 val / 6 test) for the same wall-clock
+budget, with the learning rate decaying linearly over the second half of the budget as in
+`counterfeit demo` (`train_for_budget`). It then synthesises the 6 held-out test subjects from
+their MR and scores them against the CT aligned to the MR, inside the body mask, with the
+SynthRAD2023 definitions (MAE in HU, PSNR, SSIM). A variant changes one option of the current
+`counterfeit train cyclegan` defaults ("default"); "paper" is the `wolterink2017` preset at the
+phantom's 128 x 128 slices, "paper_2x" the same with twice the budget.
+
+Runs go `--jobs` at a time, each in its own process on one torch thread (2 jobs on a 2-core
+machine: the cores are not shared between runs). Each process measures the fp32 matmul peak of
+its thread before training, so achieved GFLOP/s = 2 x convolution MACs per step (the FLOP
+accounting of benchmarks/train_speed.py) x steps / training seconds is set against a peak
+measured under the same conditions. Loop overheads (logging, checkpoints, the periodic
+validation) are inside the training seconds, so this is the training run's rate, not a kernel's.
+
+Prints one row per run and a table of mean ± spread (min-max over seeds) per variant, and
+writes benchmarks/results/mr2ct_ablation.json (or --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_speed's FLOP accounting
+
+# name -> (preset, option overrides, budget multiplier); "default" is the train command's defaults.
+VARIANTS: dict[str, tuple[str, dict[str, Any], float]] = {
+    "default": ("fast", {}, 1.0),
+    "crop64": ("fast", {"image_size": 64}, 1.0),
+    "crop128": ("fast", {"image_size": 128}, 1.0),
+    "ngf32": ("fast", {"ngf": 32}, 1.0),
+    "ngf64": ("fast", {"ngf": 64}, 1.0),
+    "blocks9": ("fast", {"n_blocks": 9}, 1.0),
+    "identity": ("fast", {"lambda_identity": 0.5}, 1.0),
+    "context3": ("fast", {"context": 3}, 1.0),
+    "d_layers2": ("fast", {"d_layers": 2}, 1.0),
+    "lr_constant": ("fast", {"decay": False}, 1.0),
+    "no_structure": ("fast", {"lambda_structure": 0.0}, 1.0),
+    "cycle10": ("fast", {"lambda_cycle": 10.0}, 1.0),
+    "paper": ("wolterink2017", {"image_size": 128}, 1.0),
+    "paper_2x": ("wolterink2017", {"image_size": 128}, 2.0),
+}
+PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}
+
+
+def ensure_phantom(root: Path) -> Path:
+    from counterfeit.data.phantom import generate_dataset
+
+    if not (root / "dataset.json").is_file():
+        print(f"generating the demo phantom into {root}", flush=True)
+        generate_dataset(root, PHANTOM["subjects"], shape=PHANTOM["shape"], seed=PHANTOM["seed"],
+                         splits=PHANTOM["splits"], progress=False)
+    return root
+
+
+def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> dict[str, Any]:
+    """One training run + evaluation, in its own process on one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    from train_speed import FORWARDS_PER_STEP, matmul_gflops, step_macs
+
+    from counterfeit.data.phantom import load_dataset
+    from counterfeit.medical.demo import score_on_subjects, train_for_budget
+    from counterfeit.medical.evaluate import summarize
+    from counterfeit.medical.synthesize import load_mr2ct_run
+    from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe
+    from counterfeit.train.recipes.mr2ct_common import apply_preset
+
+    preset, overrides, budget = VARIANTS[name]
+    overrides = dict(overrides)
+    decay = overrides.pop("decay", True)
+    peak = matmul_gflops()
+    config = apply_preset(CycleGANConfig, PRESETS, preset, phantom=root, **overrides)
+    options = {k: v for k, v in vars(config).items()}
+    seconds = 60.0 * minutes * budget
+    run_dir = Path(out) / f"{name}_seed{seed}"
+    t0 = time.perf_counter()
+    trained = train_for_budget("cyclegan", options, seconds, run_dir, seed=seed, device="cpu", progress=False,
+                               decay=decay)
+    wall = time.perf_counter() - t0
+    test_ids = load_dataset(root)["splits"]["test"]
+    rows, _ = score_on_subjects(load_mr2ct_run(run_dir, "cpu"), Path(root), test_ids)
+    stats = summarize(rows)
+    means = {k: stats[k]["mean"] for k in ("mae", "psnr", "ssim")}
+    recipe = CycleGANRecipe(CycleGANConfig(**{**trained["config"], "phantom": None, "preview_subjects": 0}),
+                            torch.device("cpu"))
+    macs = step_macs(recipe)
+    g_fwd, d_fwd = FORWARDS_PER_STEP["cyclegan"]
+    if recipe.config.lambda_identity > 0:
+        g_fwd += 6
+    flop_per_step = 2 * (g_fwd * macs["G"] + d_fwd * macs["D"])
+    achieved = flop_per_step * trained["steps"] / trained["seconds"] / 1e9
+    return {
+        "variant": name, "seed": seed, "preset": preset, "overrides": VARIANTS[name][1],
+        "minutes": seconds / 60, "steps": trained["steps"], "s_per_step": trained["s_per_step"],
+        "mae": means["mae"], "psnr": means["psnr"], "ssim": means["ssim"], "per_subject": rows,
+        "gflop_per_step": flop_per_step / 1e9, "achieved_gflops": achieved, "matmul_peak_gflops": peak,
+        "fraction_of_peak": achieved / peak, "data_wait_fraction": trained["data_wait_fraction"],
+        "wall_seconds_with_setup": wall, "config": trained["config"],
+    }
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})" if len(values) > 1 else f"{mean:.1f}"
+
+
+def main() -> None:
+    from counterfeit.atomic import atomic_write_text
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=4.0, help="training budget per run (the demo gives each model ~4)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "mr2ct_ablation", help="phantom and run folders")
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mr2ct_ablation.json")
+    args = ap.parse_args()
+
+    root = ensure_phantom(args.work / "phantom")
+    jobs = [(v, s) for s in args.seeds for v in args.variants]
+    # Longest runs first, so the last minutes are not one lonely long run.
+    jobs.sort(key=lambda j: -VARIANTS[j[0]][2])
+    load_before = os.getloadavg()
+    results: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    print(f"{len(jobs)} runs of {args.minutes:g} min (x budget multiplier), {args.jobs} at a time", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_variant, v, s, args.minutes, str(root), str(args.work)): (v, s) for v, s in jobs}
+        for future in futures:
+            r = future.result()
+            results.append(r)
+            print(f"{r['variant']:>12} seed {r['seed']}: MAE {r['mae']:6.1f} HU  PSNR {r['psnr']:5.2f}  "
+                  f"SSIM {r['ssim']:.3f}  {r['steps']:5d} steps  {r['s_per_step']:.3f} s/step  "
+                  f"{r['achieved_gflops']:5.1f} GFLOP/s = {100 * r['fraction_of_peak']:.0f} % of peak", flush=True)
+
+    table = ["| variant | change | min | MAE (HU) | PSNR (dB) | SSIM | steps | s/step | % of matmul peak |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for name in args.variants:
+        rs = [r for r in results if r["variant"] == name]
+        col = {k: [r[k] for r in rs] for k in ("mae", "psnr", "ssim", "steps", "s_per_step", "fraction_of_peak")}
+        summary[name] = {k: {"mean": statistics.fmean(v), "min": min(v), "max": max(v)} for k, v in col.items()}
+        change = ", ".join(f"{k}={v}" for k, v in VARIANTS[name][1].items()) or "-"
+        table.append(f"| {name} | {VARIANTS[name][0]}: {change} | {rs[0]['minutes']:g} | {spread(col['mae'])} | "
+                     f"{spread(col['psnr'])} | {statistics.fmean(col['ssim']):.3f} | {statistics.fmean(col['steps']):.0f} | "
+                     f"{statistics.fmean(col['s_per_step']):.3f} | {100 * statistics.fmean(col['fraction_of_peak']):.0f} |")
+    print("\n".join(table))
+    payload = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": load_before,
+                    "load_after": os.getloadavg()},
+        "minutes_per_run": args.minutes, "seeds": args.seeds, "jobs": args.jobs,
+        "wall_minutes": (time.perf_counter() - t0) / 60, "phantom": PHANTOM,
+        "summary": summary, "table_markdown": "\n".join(table), "runs": results,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.json, json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
