@@ -9,7 +9,7 @@ options it offers (read from its --help): `--quick` if it has one, else `--minut
 they never overwrite the full results in benchmarks/results/ or the pictures in docs/images/;
 their JSON goes into summary.json only.
 --full: every script with its own defaults, in place (this rewrites benchmarks/results/*.json
-and docs/images/ with the numbers the documentation quotes; it takes about an hour).
+and docs/images/ with the numbers the documentation quotes; it takes about two and a half hours).
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ ERROR_DISPLAY_HU = 500.0  # |sCT - CT| shown from 0 (black) to this (bright) in 
 class MR2CTConfig:
     """Options shared by the MR -> CT recipes. Paths are stored absolute so a run can be resumed anywhere.
 
-    Defaults (the "fast" preset) were chosen for ~5-minute CPU runs: on the 128x128 phantom,
-    96x96 crops, batch 1, 16 generator / 32 discriminator filters and 6 residual blocks took
-    ~0.25 s per CycleGAN step on one core, where 32/64 filters took ~0.75 s and had learned
-    less after 5 minutes (see the recipes' PRESETS for the paper's configuration).
+    Defaults (the "fast" preset) are sized for CPU runs of minutes: 96x96 crops, batch 1, 16
+    generator / 32 discriminator filters and 6 residual blocks take ~0.22 s per CycleGAN step on
+    one core. They were chosen by measured ablation (benchmarks/mr2ct_ablation.py, table in
+    docs/mr2ct_ablation.md); the recipes' PRESETS hold the paper's configuration.
     """
 
     # data: a phantom root, or folders of volumes (masks optional, matched to MR by file name)
