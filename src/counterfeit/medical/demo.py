@@ -162,7 +162,8 @@ def _train_worker(recipe_name: str, options: dict[str, Any], seconds: float, run
     import torch
 
     # Both caps matter: SimpleITK reads volumes on all cores by default, and a reader running while the
-    # other model times its first steps made that estimate ~15 % pessimistic (the run then stopped early).
+    # other model times its first steps slows that estimate (our likely reason for a demo whose unpaired
+    # run planned ~15 % too few steps and stopped early).
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return train_for_budget(recipe_name, options, seconds, Path(run_dir), seed=seed, device="cpu", progress=False)
