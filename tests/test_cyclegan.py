@@ -160,6 +160,15 @@ def test_crops_and_d_crop_rules(phantom):
         CycleGANRecipe(CycleGANConfig(image_size=30), torch.device("cpu"))
 
 
+def test_old_run_configs_keep_their_losses():
+    from counterfeit.train.recipe import config_from_dict
+
+    # a run saved before the structure loss existed resumes without it; a new run keeps what it saved
+    assert config_from_dict(CycleGANConfig, {"lambda_cycle": 10.0}).lambda_structure == 0.0
+    assert config_from_dict(CycleGANConfig, {"lambda_structure": 1.0}).lambda_structure == 1.0
+    assert CycleGANConfig().lambda_structure == 1.0
+
+
 def test_presets():
     paper = apply_preset(CycleGANConfig, PRESETS, "wolterink2017")
     assert (paper.image_size, paper.ngf, paper.n_blocks, paper.lambda_cycle, paper.lambda_identity) == (256, 64, 9, 10.0, 0.0)

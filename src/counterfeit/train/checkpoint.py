@@ -116,15 +116,29 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_dir(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            _remove_atomically(final)
         os.replace(tmp, final)
         _fsync_dir(root)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{final}: cannot write checkpoint ({err.strerror or err})") from None
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old.path, ignore_errors=True)
+        _remove_atomically(old.path)
     return final
+
+
+def _remove_atomically(folder: Path) -> None:
+    """Take a checkpoint folder out of sight in one rename, then delete it.
+
+    Deleting in place (rmtree) and being killed halfway would leave a visible `step_*` folder
+    without its manifest; the hidden name matches the stale-leftover pattern cleared above.
+    """
+    trash = folder.with_name(f".{folder.name}.tmp{os.getpid()}.old")
+    try:
+        os.replace(folder, trash)
+    except FileNotFoundError:  # already gone
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:

@@ -52,11 +52,17 @@ def recipe_class(name: str) -> type["Recipe"]:
 
 
 def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
-    """Build a config dataclass from a dict (e.g. a run's config.json), rejecting unknown keys."""
+    """Build a config dataclass from a dict (e.g. a run's config.json), rejecting unknown keys.
+
+    A key missing from `values` takes the class's `ABSENT_IN_OLD_RUNS` value if it has one (an
+    option added after older runs were saved, whose new default would change what those runs
+    did), else the field's default.
+    """
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"{config_cls.__name__}: unknown option(s) {unknown}")
+    absent = getattr(config_cls, "ABSENT_IN_OLD_RUNS", {})
     kwargs = {}
     for f in dataclasses.fields(config_cls):
         if f.name in values:
@@ -64,6 +70,8 @@ def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
             # JSON has no tuples: restore them where the default is a tuple.
             default = f.default if f.default is not dataclasses.MISSING else None
             kwargs[f.name] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+        elif f.name in absent:
+            kwargs[f.name] = absent[f.name]
     return config_cls(**kwargs)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from counterfeit.train.recipes.mr2ct_common import (
     set_requires_grad,
     validate_common,
 )
+
 
 def body_weight(image: torch.Tensor, margin: int = 2) -> torch.Tensor:
     """(B, 1, H, W) 1 inside the body of a normalised image (middle channel) grown by `margin` pixels, else 0.
@@ -73,6 +74,9 @@ class CycleGANConfig(MR2CTConfig):
     lambda_structure: float = 1.0  # MIND structure consistency of each generator's input and output (Yang et al. 2018)
     pool_size: int = 50
     distinct_subjects: bool = True  # never pair an MR slice with a CT slice of the same subject
+
+    # Runs saved before the structure loss existed trained without it: resume them that way.
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"lambda_structure": 0.0}
 
 
 # Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults, chosen by
