@@ -78,7 +78,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
 
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # volume reading stays on this run's core too
-    from train_speed import FORWARDS_PER_STEP, matmul_gflops, step_macs
+    from train_speed import matmul_gflops, step_flops
 
     from counterfeit.data.phantom import load_dataset
     from counterfeit.medical.demo import score_on_subjects, train_for_budget
@@ -92,7 +92,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     decay = overrides.pop("decay", True)
     peak = matmul_gflops()
     config = apply_preset(CycleGANConfig, PRESETS, preset, phantom=root, **overrides)
-    options = {k: v for k, v in vars(config).items()}
+    options = dict(vars(config))
     seconds = 60.0 * minutes * budget
     run_dir = Path(out) / f"{name}_seed{seed}"
     t0 = time.perf_counter()
@@ -105,11 +105,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     means = {k: stats[k]["mean"] for k in ("mae", "psnr", "ssim")}
     recipe = CycleGANRecipe(CycleGANConfig(**{**trained["config"], "phantom": None, "preview_subjects": 0}),
                             torch.device("cpu"))
-    macs = step_macs(recipe)
-    g_fwd, d_fwd = FORWARDS_PER_STEP["cyclegan"]
-    if recipe.config.lambda_identity > 0:
-        g_fwd += 6
-    flop_per_step = 2 * (g_fwd * macs["G"] + d_fwd * macs["D"])
+    flop_per_step = step_flops(recipe)
     achieved = flop_per_step * trained["steps"] / trained["seconds"] / 1e9
     return {
         "variant": name, "seed": seed, "preset": preset, "overrides": VARIANTS[name][1],

@@ -123,6 +123,15 @@ def step_macs(recipe: Any) -> dict[str, int]:
             "D": conv_macs(recipe.nets["D"], (b, c.context + 1, crop, crop))}
 
 
+def step_flops(recipe: Any, macs: dict[str, int] | None = None) -> int:
+    """Convolution FLOPs of one training step (the accounting in this module's docstring)."""
+    macs = macs if macs is not None else step_macs(recipe)
+    g_fwd, d_fwd = FORWARDS_PER_STEP[recipe.name]
+    if recipe.name == "cyclegan" and recipe.config.lambda_identity > 0:
+        g_fwd += 6  # Syn_CT(ct), Syn_MR(mr): forward + full backward
+    return 2 * (g_fwd * macs["G"] + d_fwd * macs["D"])
+
+
 def profile_step(recipe: Any, batch: Any) -> dict[str, Any]:
     """Where one training step's time goes: the ops with the most self time, and what no op accounts for."""
     from torch.profiler import ProfilerActivity, profile
@@ -152,10 +161,7 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
     seconds = (time.perf_counter() - start) / steps
     macs = step_macs(recipe)
     profiled = profile_step(recipe, batches[-1]) if profile else None
-    g_fwd, d_fwd = FORWARDS_PER_STEP[name]
-    if name == "cyclegan" and c.lambda_identity > 0:
-        g_fwd += 6
-    flops = 2 * (g_fwd * macs["G"] + d_fwd * macs["D"])
+    flops = step_flops(recipe, macs)
     return {
         "recipe": name, "preset": preset, "image_size": c.image_size, "batch_size": c.batch_size, "ngf": c.ngf,
         "n_blocks": c.n_blocks, "ndf": c.ndf, "d_crop": recipe.d_crop, "steps_timed": steps,

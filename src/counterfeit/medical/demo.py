@@ -23,8 +23,8 @@ from counterfeit.errors import UserError
 
 MODELS = ("unpaired", "paired")
 RECIPE_OF = {"unpaired": "cyclegan", "paired": "paired"}
-# The seed talk's brain results (Wolterink et al. 2017, 6 real patients): shown for the layout, not comparable.
 SETUP_SECONDS = 12.0  # per training: reading the volumes and timing a few steps before the budget starts
+# The seed talk's brain results (Wolterink et al. 2017, 6 real patients): shown for the layout, not comparable.
 PAPER_MEANS = {"unpaired": {"mae": "73.7 ± 2.3", "psnr": "32.3 ± 0.7"}, "paired": {"mae": "89.4 ± 6.8", "psnr": "30.6 ± 0.9"}}
 
 
@@ -148,8 +148,8 @@ def _train_side_by_side(cfg: DemoConfig, root: Path, seconds: float, threads: in
     runs = {m: Path(cfg.out) / m for m in MODELS}
     # spawn: fresh interpreters (safe after torch started its threads in this one)
     with ProcessPoolExecutor(len(MODELS), mp_context=get_context("spawn")) as pool:
-        futures = {m: pool.submit(_train_worker, RECIPE_OF[m], {"phantom": str(root.resolve()), **cfg.overrides.get(m, {})},
-                                  seconds, str(runs[m]), cfg.seed, threads) for m in MODELS}
+        futures = {m: pool.submit(_train_worker, RECIPE_OF[m], _recipe_options(cfg, m, root), seconds, str(runs[m]),
+                                  cfg.seed, threads) for m in MODELS}
         if cfg.progress:
             _show_progress(futures, runs, seconds)
         info = {m: f.result() for m, f in futures.items()}
@@ -196,12 +196,15 @@ def _last_logged_step(csv_path: Path) -> int:
         return 0
 
 
+def _recipe_options(cfg: DemoConfig, model: str, root: Path) -> dict[str, Any]:
+    return {"phantom": str(root.resolve()), **cfg.overrides.get(model, {})}
+
+
 def _train(cfg: DemoConfig, model: str, root: Path, seconds: float) -> tuple[Path, dict[str, Any]]:
     run_dir = Path(cfg.out) / model
-    options = {"phantom": str(root.resolve()), **cfg.overrides.get(model, {})}
     _log(cfg, f"training {model} ({RECIPE_OF[model]}) for {seconds / 60:.1f} min")
-    return run_dir, train_for_budget(RECIPE_OF[model], options, seconds, run_dir, seed=cfg.seed, device=cfg.device,
-                                     progress=cfg.progress)
+    return run_dir, train_for_budget(RECIPE_OF[model], _recipe_options(cfg, model, root), seconds, run_dir,
+                                     seed=cfg.seed, device=cfg.device, progress=cfg.progress)
 
 
 def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: Path, *, seed: int = 0,
