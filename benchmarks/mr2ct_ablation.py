@@ -58,6 +58,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], float]] = {
     "paper": ("wolterink2017", {"image_size": 128}, 1.0),
     "paper_2x": ("wolterink2017", {"image_size": 128}, 2.0),
 }
+# Follow-up runs (docs/mr2ct_ablation.md, section 1, rounds 8-9): selectable with --variants, not in the default table.
+FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
+    "lr5e-4": ("fast", {"lr": 5e-4}, 1.0),
+    "pool0": ("fast", {"pool_size": 0}, 1.0),
+    "cycle0": ("fast", {"lambda_cycle": 0.0}, 1.0),
+}
+ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}
 
 
@@ -87,7 +94,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe
     from counterfeit.train.recipes.mr2ct_common import apply_preset
 
-    preset, overrides, budget = VARIANTS[name]
+    preset, overrides, budget = ALL_VARIANTS[name]
     overrides = dict(overrides)
     decay = overrides.pop("decay", True)
     peak = matmul_gflops()
@@ -108,7 +115,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     flop_per_step = step_flops(recipe)
     achieved = flop_per_step * trained["steps"] / trained["seconds"] / 1e9
     return {
-        "variant": name, "seed": seed, "preset": preset, "overrides": VARIANTS[name][1],
+        "variant": name, "seed": seed, "preset": preset, "overrides": ALL_VARIANTS[name][1],
         "minutes": seconds / 60, "steps": trained["steps"], "s_per_step": trained["s_per_step"],
         "mae": means["mae"], "psnr": means["psnr"], "ssim": means["ssim"], "per_subject": rows,
         "gflop_per_step": flop_per_step / 1e9, "achieved_gflops": achieved, "matmul_peak_gflops": peak,
@@ -128,7 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=4.0, help="training budget per run (the demo gives each model ~4)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(ALL_VARIANTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "mr2ct_ablation", help="phantom and run folders")
     ap.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/mr2ct_ablation[_quick].json")
@@ -142,7 +149,7 @@ def main() -> None:
     root = ensure_phantom(args.work / "phantom")
     jobs = [(v, s) for s in args.seeds for v in args.variants]
     # Longest runs first, so the last minutes are not one lonely long run.
-    jobs.sort(key=lambda j: -VARIANTS[j[0]][2])
+    jobs.sort(key=lambda j: -ALL_VARIANTS[j[0]][2])
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -163,8 +170,8 @@ def main() -> None:
         rs = [r for r in results if r["variant"] == name]
         col = {k: [r[k] for r in rs] for k in ("mae", "psnr", "ssim", "steps", "s_per_step", "fraction_of_peak")}
         summary[name] = {k: {"mean": statistics.fmean(v), "min": min(v), "max": max(v)} for k, v in col.items()}
-        change = ", ".join(f"{k}={v}" for k, v in VARIANTS[name][1].items()) or "-"
-        table.append(f"| {name} | {VARIANTS[name][0]}: {change} | {rs[0]['minutes']:g} | {spread(col['mae'])} | "
+        change = ", ".join(f"{k}={v}" for k, v in ALL_VARIANTS[name][1].items()) or "-"
+        table.append(f"| {name} | {ALL_VARIANTS[name][0]}: {change} | {rs[0]['minutes']:g} | {spread(col['mae'])} | "
                      f"{spread(col['psnr'])} | {statistics.fmean(col['ssim']):.3f} | {statistics.fmean(col['steps']):.0f} | "
                      f"{statistics.fmean(col['s_per_step']):.3f} | {100 * statistics.fmean(col['fraction_of_peak']):.0f} |")
     print("\n".join(table))
