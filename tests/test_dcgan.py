@@ -20,12 +20,7 @@ TINY = dict(dataset="digits", image_size=32, ngf=8, ndf=8, z_dim=16, batch_size=
             interp_rows=2, interp_steps=5)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe(**kw) -> DCGANRecipe:

@@ -23,12 +23,7 @@ from counterfeit.nets.inception import InceptionV3Features, load_inception
 FAST_SWD = SWDSettings(patches_per_image=32, repeats=2, directions_per_repeat=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blobs(n: int = 48, size: int = 32, seed: int = 0) -> np.ndarray:

@@ -18,12 +18,7 @@ from counterfeit.train.recipes.mr2ct_common import unet_depth
 from counterfeit.train.recipes.paired import PairedConfig, PairedRecipe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

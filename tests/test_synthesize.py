@@ -19,12 +19,7 @@ from counterfeit.train.recipes.cyclegan import CycleGANConfig, CycleGANRecipe
 DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated 90 degrees about z
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _mr(shape=(5, 26, 30), seed=0) -> Volume:

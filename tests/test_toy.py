@@ -20,14 +20,7 @@ from counterfeit.train.loop import LoopConfig, resume_run, train
 from counterfeit.train.recipes.toy import ToyConfig, ToyRecipe, finish_toy_run
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is fastest, and far faster on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- distributions ---------------------------------------------------------------
