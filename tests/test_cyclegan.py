@@ -14,20 +14,15 @@ from counterfeit.errors import UserError
 from counterfeit.train import checkpoint as ckpt
 from counterfeit.train.image_pool import ImagePool
 from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
+from counterfeit.losses_histogram import intensity_w1
 from counterfeit.losses_structure import mind_loss
-from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight
+from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight, closed_body
 from counterfeit.train.recipes.mr2ct_common import LinearDecay, apply_preset, crop_batch, resolve_d_crop
 
 NETS = ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are fastest (and most repeatable) on one thread of a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +50,9 @@ def _crop(x: torch.Tensor, corners: np.ndarray, size: int) -> torch.Tensor:
 
 
 def test_losses_match_hand_computation(phantom):
-    lam, lam_id, lam_s = 7.0, 0.5, 3.0
-    recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id, lambda_structure=lam_s))
+    lam, lam_id, lam_s, lam_h = 7.0, 0.5, 3.0, 2.0
+    recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id, lambda_structure=lam_s,
+                        lambda_histogram=lam_h))
     before = {k: copy.deepcopy(recipe.nets[k]) for k in NETS}
     batch = recipe.sample_batch(np.random.default_rng(5))
     got = recipe.train_step(batch, 0)
@@ -71,11 +67,13 @@ def test_losses_match_hand_computation(phantom):
         cycle = lam * ((rec_mr - mr).abs().mean() + (rec_ct - ct).abs().mean())
         identity = lam_id * lam * ((g_ct(ct) - ct).abs().mean() + (g_mr(mr) - mr).abs().mean())
         structure = lam_s * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
+        histogram = lam_h * (intensity_w1(fake_ct, closed_body(mr), ct, closed_body(ct))
+                             + intensity_w1(fake_mr, closed_body(ct), mr, closed_body(mr)))
         # First step: the pool is still filling, so the discriminators see this step's fakes.
         d_ct_loss = ((d_ct(_crop(ct, crops[:, 0], s)) - 1) ** 2).mean() + (d_ct(_crop(fake_ct, crops[:, 1], s)) ** 2).mean()
         d_mr_loss = ((d_mr(_crop(mr, crops[:, 2], s)) - 1) ** 2).mean() + (d_mr(_crop(fake_mr, crops[:, 3], s)) ** 2).mean()
     expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity, "structure": structure,
-                "loss_g": adv_ct + adv_mr + cycle + identity + structure, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
+                "histogram": histogram, "loss_g": adv_ct + adv_mr + cycle + identity + structure + histogram, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert float(got[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), key
@@ -94,6 +92,43 @@ def test_one_step_changes_all_four_networks(phantom):
         assert changed == len(after), f"{k}: only {changed} of {len(after)} parameter tensors changed"
 
 
+def test_closed_body_brings_back_the_dark_skull():
+    # MR-like slice: background -1, a bright scalp ring, a 3-pixel skull ring as dark as the background, brain; the
+    # head's centre sits near the right edge, so the crop cuts the rings open (a hole fill would not close them)
+    y, x = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    r = ((y - 20) ** 2 + (x - 33) ** 2).sqrt()
+    image = torch.full((1, 1, 40, 40), -1.0)
+    image[0, 0][r < 16] = 0.8  # scalp
+    image[0, 0][r < 13] = -0.95  # skull
+    image[0, 0][r < 10] = 0.2  # brain
+    body = closed_body(image)[0, 0]
+    assert body.dtype == torch.bool and bool(body[r < 15.5].all())  # the skull ring is body again, up to the edge
+    assert not bool(body[r > 17.5].any())  # the background stays out
+    assert not bool((body_weight(image, margin=0)[0, 0] > 0)[(r >= 10.5) & (r < 12.5)].any())  # the threshold misses it
+
+
+def test_weight_average_follows_syn_ct_and_synthesises(phantom):
+    decay = 0.75
+    recipe = build(tiny(phantom, ema_decay=decay))
+    start = [p.detach().clone() for p in recipe.nets["Syn_CT"].parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(start, recipe.nets["Syn_CT_ema"].parameters()))
+    for step in range(2):
+        ema_before = [p.detach().clone() for p in recipe.nets["Syn_CT_ema"].parameters()]
+        recipe.train_step(recipe.sample_batch(np.random.default_rng(step)), step)
+        for e0, e1, p in zip(ema_before, recipe.nets["Syn_CT_ema"].parameters(), recipe.nets["Syn_CT"].parameters()):
+            assert torch.allclose(e1, decay * e0 + (1 - decay) * p.detach(), atol=1e-7)
+            assert not e1.requires_grad
+    # after two steps the average differs from both the start and the trained generator, and synthesis uses it
+    ema = list(recipe.nets["Syn_CT_ema"].parameters())
+    assert not all(torch.equal(a, b) for a, b in zip(ema, start))
+    assert not all(torch.equal(a, b) for a, b in zip(ema, recipe.nets["Syn_CT"].parameters()))
+    assert recipe.synthesis_generator() is recipe.nets["Syn_CT_ema"]
+    plain = build(tiny(phantom), data=False)
+    assert "Syn_CT_ema" not in plain.nets and plain.synthesis_generator() is plain.nets["Syn_CT"]
+    with pytest.raises(UserError, match="--ema-decay"):
+        build(tiny(phantom, ema_decay=1.0), data=False)
+
+
 def _loop(steps: int) -> LoopConfig:
     return LoopConfig(steps=steps, log_every=1, checkpoint_every=3, sample_every=0, progress=False,
                       tensorboard=False, prefetch=1)
@@ -101,12 +136,14 @@ def _loop(steps: int) -> LoopConfig:
 
 def test_resume_equals_uninterrupted(phantom, tmp_path):
     # pool_size 2 fills after one step, so later steps exercise the random swaps (torch RNG) and the saved pool.
-    config = tiny(phantom, pool_size=2, lr_decay_start=2, lr_decay_end=8)
+    # The weight average (ema_decay) is state too.
+    config = tiny(phantom, pool_size=2, lr_decay_start=2, lr_decay_end=8, ema_decay=0.9)
     train(build(config), _loop(6), tmp_path / "full")
     train(build(config), _loop(3), tmp_path / "part")
     resume_run(tmp_path / "part", steps=6, device="cpu", progress=False)
     a, b = load_run(tmp_path / "full", "cpu"), load_run(tmp_path / "part", "cpu")
-    for k in NETS:
+    assert set(a.nets) == {*NETS, "Syn_CT_ema"}
+    for k in a.nets:
         for (name, x), y in zip(a.nets[k].state_dict().items(), b.nets[k].state_dict().values()):
             assert torch.allclose(x, y, rtol=0, atol=1e-6), f"{k}.{name}"
     states = [ckpt.read_state_file(p / "checkpoints" / "step_00000006" / "state.pt") for p in (tmp_path / "full", tmp_path / "part")]

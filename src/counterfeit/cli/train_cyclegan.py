@@ -115,7 +115,9 @@ def train_cyclegan(
     lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 2; the paper's preset: 10).")] = None,
     lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
     lambda_structure: Annotated[Optional[float], typer.Option("--lambda-structure", help="Weight of the MIND structure-consistency loss between each generator's input and output (default 1; 0: off, as in the paper).")] = None,
+    lambda_histogram: Annotated[Optional[float], typer.Option("--lambda-histogram", help="Weight of the loss matching each output's intensity distribution inside the body to a real image's of the target modality (default 0: off).")] = None,
     pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="History of generated images shown to the discriminators (default 50).")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option("--ema-decay", help="Synthesise with an exponential moving average of the MR->CT generator's weights with this decay per step (default 0: off).")] = None,
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
     flip: Flip = None,
@@ -144,7 +146,7 @@ def train_cyclegan(
             CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
-            pool_size=pool_size, lr=lr, flip=flip, **_schedule(steps, decay_from),
+            lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, **_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
