@@ -58,11 +58,21 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], float]] = {
     "paper": ("wolterink2017", {"image_size": 128}, 1.0),
     "paper_2x": ("wolterink2017", {"image_size": 128}, 2.0),
 }
-# Follow-up runs (docs/mr2ct_ablation.md, section 1, rounds 8-9): selectable with --variants, not in the default table.
+# Follow-up runs (docs/mr2ct_ablation.md, section 1, rounds 9-16): selectable with --variants, not in the default table.
 FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "lr5e-4": ("fast", {"lr": 5e-4}, 1.0),
     "pool0": ("fast", {"pool_size": 0}, 1.0),
     "cycle0": ("fast", {"lambda_cycle": 0.0}, 1.0),
+    "structure3": ("fast", {"lambda_structure": 3.0}, 1.0),
+    # the phantom's CT stays below 1700 HU: a narrower window gives the networks 1.3x finer steps per HU
+    "window2000": ("fast", {"hu_window": (-1024.0, 2000.0)}, 1.0),
+    # synthesis with a moving average of Syn_CT's weights (half-life ~140 steps)
+    "ema995": ("fast", {"ema_decay": 0.995}, 1.0),
+    # a 142x142 PatchGAN: each verdict sees the whole 96x96 crop (the layer order scalp / fat / bone)
+    "d_layers4": ("fast", {"d_layers": 4}, 1.0),
+    # each output's intensity distribution inside the body pulled towards a real image's of its modality
+    "histogram1": ("fast", {"lambda_histogram": 1.0}, 1.0),
+    "histogram5": ("fast", {"lambda_histogram": 5.0}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}
