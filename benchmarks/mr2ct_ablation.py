@@ -58,7 +58,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], float]] = {
     "paper": ("wolterink2017", {"image_size": 128}, 1.0),
     "paper_2x": ("wolterink2017", {"image_size": 128}, 2.0),
 }
-# Follow-up runs (docs/mr2ct_ablation.md, section 1, rounds 9-16): selectable with --variants, not in the default table.
+# Follow-up runs (docs/mr2ct_ablation.md, section 1, rounds 9-17): selectable with --variants, not in the default table.
 FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "lr5e-4": ("fast", {"lr": 5e-4}, 1.0),
     "pool0": ("fast", {"pool_size": 0}, 1.0),
