@@ -197,6 +197,19 @@ def test_dicom_series_folder(tmp_path):
     assert list_volumes(tmp_path) == [tmp_path / "series"]
 
 
+def test_dicom_series_with_an_absurd_header_is_refused_before_allocation(tmp_path):
+    # Rows and Columns claim 65535 x 65535 (4.3e9 voxels per slice, 34 GB for the series as int16);
+    # the pixel data stays small. Without the header check ITK would try to allocate all of it.
+    _write_ct_series(tmp_path / "series")
+    for path in sorted((tmp_path / "series").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.Rows = ds.Columns = 65535
+        ds.save_as(path)
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "series", modality="ct")
+    _one_line(err, "series", "65535x65535x4")
+
+
 def test_folder_without_dicom(tmp_path):
     (tmp_path / "empty_series").mkdir()
     (tmp_path / "empty_series" / "readme.txt").write_text("nothing here")

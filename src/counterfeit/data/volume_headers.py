@@ -7,7 +7,9 @@ zero-fills what the file lacks (NIfTI) or grinds through it (a 300-byte NRRD cla
 it when the header claims more than `MAX_VOXELS` voxels or a non-positive size, or when
 the file holds fewer data bytes than the header promises. Compressed data is inflated as
 a stream and only counted (up to what is needed), never held. Headers this module does not
-understand are left to ITK to judge.
+understand are left to ITK to judge. A DICOM series is allocated from its first slice's Rows,
+Columns and frame count times the number of files, so that product is checked the same way
+(through GDCM's header-only read) before the series is read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 from counterfeit.errors import InputFileError
 
@@ -53,6 +55,20 @@ def check_volume_header(path: Path) -> None:
         return
     if layout is not None:
         _check_data_complete(path, layout)
+
+
+def check_dicom_series_header(folder: Path, files: Sequence[str]) -> None:
+    """Raise InputFileError if the series of `files` (sorted as ITK reads them) would exceed MAX_VOXELS."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(files[0]))
+    try:
+        reader.ReadImageInformation()  # the header only: no pixel buffer
+    except RuntimeError:
+        raise InputFileError(Path(files[0]), "unreadable DICOM header") from None
+    size = list(reader.GetSize()) + [1]  # (columns, rows[, frames])
+    _check_size(folder, [size[0], size[1], size[2] * len(files)])
 
 
 def _check_size(path: Path, dims: list[int]) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from counterfeit.atomic import atomic_path
-from counterfeit.data.volume_headers import check_volume_header
+from counterfeit.data.volume_headers import check_dicom_series_header, check_volume_header
 from counterfeit.errors import InputFileError, UserError
 
 if TYPE_CHECKING:  # SimpleITK is imported lazily: it is slow to import.
@@ -146,6 +146,7 @@ def _read_dicom_series(folder: Path) -> "sitk.Image":
         raise InputFileError(folder, "folder holds no DICOM series (expected a DICOM series folder or a volume file)")
     # Exports often add a localiser or scout as an extra series: the largest one is the volume.
     files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series), key=len)
+    check_dicom_series_header(folder, files)  # ITK allocates the series from its first header
     reader.SetFileNames(files)
     try:
         return reader.Execute()
