@@ -73,7 +73,8 @@ def test_losses_match_hand_computation(phantom):
         d_ct_loss = ((d_ct(_crop(ct, crops[:, 0], s)) - 1) ** 2).mean() + (d_ct(_crop(fake_ct, crops[:, 1], s)) ** 2).mean()
         d_mr_loss = ((d_mr(_crop(mr, crops[:, 2], s)) - 1) ** 2).mean() + (d_mr(_crop(fake_mr, crops[:, 3], s)) ** 2).mean()
     expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity, "structure": structure,
-                "histogram": histogram, "loss_g": adv_ct + adv_mr + cycle + identity + structure + histogram, "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
+                "histogram": histogram, "loss_g": adv_ct + adv_mr + cycle + identity + structure + histogram,
+                "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert float(got[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), key
