@@ -112,6 +112,15 @@ def test_run_directory_contents(tmp_path):
     assert set(manifest["files"]) == {"model.safetensors", "state.pt"}
 
 
+def test_metrics_every_is_kept_between_log_steps(tmp_path):
+    train(_recipe(), _loop(12, log_every=4, metrics_every=3, checkpoint_every=0), tmp_path)
+    header, *rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    col = header.split(",").index("w_err")
+    steps = [int(float(r.split(",")[0])) for r in rows]
+    with_metrics = [s for s, r in zip(steps, rows) if r.split(",")[col]]
+    assert steps == [3, 4, 6, 8, 9, 12] and with_metrics == [3, 6, 9, 12]
+
+
 def test_nan_stops_with_clear_message_and_keeps_last_good(tmp_path):
     recipe = _recipe(nan_at=7)
     with pytest.raises(TrainingDiverged, match=r"step 8.*step_00000005"):

@@ -314,10 +314,13 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
 
                 at_end = step == loop.steps
                 checkpoint_now = at_end or (loop.checkpoint_every and step % loop.checkpoint_every == 0)
-                if ctx.is_main and (step % loop.log_every == 0 or at_end or checkpoint_now):
+                metrics_now = checkpoint_now or (loop.metrics_every and step % loop.metrics_every == 0)
+                # a metrics step writes a row even between log steps (else metrics_every 25 with log_every 10
+                # would evaluate only every 50 steps)
+                if ctx.is_main and (step % loop.log_every == 0 or metrics_now):
                     last_losses = {k: s / count for k, s in sums.items()}
                     row = dict(last_losses)
-                    if (loop.metrics_every and step % loop.metrics_every == 0) or checkpoint_now:
+                    if metrics_now:
                         last_metrics = evaluate(step)
                         row.update(last_metrics)
                     elapsed = time.perf_counter() - t0
