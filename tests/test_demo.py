@@ -14,6 +14,7 @@ from counterfeit.medical.demo import MODELS, DemoConfig, run_demo
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     cfg = DemoConfig(out=tmp_path / "demo", minutes=0.6, subjects=4, shape=(8, 32, 32), seed=0, progress=False,
+                     unpaired_candidates=2,
                      overrides={m: {"image_size": 32, "ngf": 4, "ndf": 8, "n_blocks": 1, "preview_subjects": 1}
                                 for m in MODELS})
     result = run_demo(cfg)
@@ -38,6 +39,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     md = result.report_md.read_text()
     assert "mean ± SD" in md and all(m in md for m in MODELS)
     assert result.report_html.is_file()
+    # the unpaired model finished the better of two candidates; the paired one trained once
+    tried = summary["training"]["unpaired"]["candidates"]
+    assert [t["kept"] for t in tried].count(True) == 1 and summary["training"]["paired"]["candidates"] == []
+    assert "started 2 candidates" in md
 
 
 def test_demo_rejects_a_budget_too_small(tmp_path: Path) -> None:

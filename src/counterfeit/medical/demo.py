@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from counterfeit.errors import UserError
+from counterfeit.train.budget import train_for_budget
 
 MODELS = ("unpaired", "paired")
 RECIPE_OF = {"unpaired": "cyclegan", "paired": "paired"}
@@ -40,6 +41,9 @@ class DemoConfig:
     phantom: Path | None = None  # reuse an existing phantom dataset instead of generating one
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model recipe options
     side_by_side: bool = True  # on a multi-core CPU, train both models at once (False: one after the other)
+    # CycleGAN seeds started; the one with the lowest validation MAE after a quarter of its steps is finished
+    # (2 kept 4 of 4 ablation runs out of the bad mode that 3 of 10 single runs fell into: docs/mr2ct_ablation.md)
+    unpaired_candidates: int = 2
 
 
 @dataclass
@@ -62,6 +66,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     if cfg.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {cfg.minutes}")
+    if cfg.unpaired_candidates < 1:
+        raise UserError(f"--candidates must be >= 1, got {cfg.unpaired_candidates}")
     t_start = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,7 @@ def _train_side_by_side(cfg: DemoConfig, root: Path, seconds: float, threads: in
     # spawn: fresh interpreters (safe after torch started its threads in this one)
     with ProcessPoolExecutor(len(MODELS), mp_context=get_context("spawn")) as pool:
         futures = {m: pool.submit(_train_worker, RECIPE_OF[m], _recipe_options(cfg, m, root), seconds, str(runs[m]),
-                                  cfg.seed, threads) for m in MODELS}
+                                  cfg.seed, threads, _candidates(cfg, m)) for m in MODELS}
         if cfg.progress:
             _show_progress(futures, runs, seconds)
         info = {m: f.result() for m, f in futures.items()}
@@ -157,7 +163,7 @@ def _train_side_by_side(cfg: DemoConfig, root: Path, seconds: float, threads: in
 
 
 def _train_worker(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: str, seed: int,
-                  threads: int) -> dict[str, Any]:
+                  threads: int, candidates: int) -> dict[str, Any]:
     import SimpleITK as sitk
     import torch
 
@@ -166,7 +172,8 @@ def _train_worker(recipe_name: str, options: dict[str, Any], seconds: float, run
     # run planned ~15 % too few steps and stopped early).
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    return train_for_budget(recipe_name, options, seconds, Path(run_dir), seed=seed, device="cpu", progress=False)
+    return train_for_budget(recipe_name, options, seconds, Path(run_dir), seed=seed, device="cpu", progress=False,
+                            candidates=candidates)
 
 
 def _show_progress(futures: dict[str, Any], runs: dict[str, Path], seconds: float) -> None:
@@ -180,12 +187,21 @@ def _show_progress(futures: dict[str, Any], runs: dict[str, Path], seconds: floa
         while not all(f.done() for f in futures.values()):
             for m, task in tasks.items():
                 done = futures[m].done()
-                step = _last_logged_step(runs[m] / "metrics.csv")
-                status = "done" if done else (f"step {step}" if step else "loading data")
+                status = "done" if done else _run_status(runs[m])
                 bar.update(task, completed=seconds if done else min(time.perf_counter() - t0, seconds), status=status)
             time.sleep(0.5)
         for task in tasks.values():
             bar.update(task, completed=seconds, status="done")
+
+
+def _run_status(run_dir: Path) -> str:
+    """"step N", or "candidate K: step N" while a run's candidates train in `<run_dir>.candidateK`."""
+    probes = sorted(run_dir.parent.glob(f"{run_dir.name}.candidate*"))
+    if probes and not (run_dir / "metrics.csv").is_file():
+        step = _last_logged_step(probes[-1] / "metrics.csv")
+        return f"candidate {probes[-1].name.rsplit('candidate', 1)[1]}: step {step}"
+    step = _last_logged_step(run_dir / "metrics.csv")
+    return f"step {step}" if step else "loading data"
 
 
 def _last_logged_step(csv_path: Path) -> int:
@@ -204,62 +220,13 @@ def _train(cfg: DemoConfig, model: str, root: Path, seconds: float) -> tuple[Pat
     run_dir = Path(cfg.out) / model
     _log(cfg, f"training {model} ({RECIPE_OF[model]}) for {seconds / 60:.1f} min")
     return run_dir, train_for_budget(RECIPE_OF[model], _recipe_options(cfg, model, root), seconds, run_dir,
-                                     seed=cfg.seed, device=cfg.device, progress=cfg.progress)
+                                     seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                                     candidates=_candidates(cfg, model))
 
 
-def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: Path, *, seed: int = 0,
-                     device: str = "auto", progress: bool = True, decay: bool = True) -> dict[str, Any]:
-    """Train `recipe_name` with `options` for `seconds` of wall clock into a fresh `run_dir`.
-
-    The number of steps the budget allows is estimated first, so the learning rate can decay
-    linearly over the second half of the budget and reach 0 when it ends (a schedule in steps
-    would otherwise stop half-decayed); `decay=False` keeps it constant. Returns steps, timing
-    and the resolved config.
-    """
-    from counterfeit.device import resolve_device, seed_everything
-    from counterfeit.train.loop import LoopConfig, train
-    from counterfeit.train.recipe import recipe_class
-
-    dev = resolve_device(device)
-    cls = recipe_class(recipe_name)
-    options = dict(options)
-    steps = _estimate_steps(cls, options, dev, seconds)
-    options.update(lr_decay_start=steps // 2, lr_decay_end=steps if decay else 0)
-    seed_everything(seed)
-    recipe = cls(cls.Config(**options), dev)
-    run_dir = Path(run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a budgeted run starts fresh; use `train --resume` to continue a run
-    loop = LoopConfig(steps=steps, minutes=seconds / 60, seed=seed, log_every=10,
-                      sample_every=max(steps // 5, 1), checkpoint_every=max(steps // 4, 1), progress=progress)
-    started = time.time()
-    result = train(recipe, loop, run_dir)
-    return {"recipe": cls.name, "started": started, "steps": result.steps_done, "planned_steps": steps,
-            "seconds": result.seconds, "s_per_step": result.seconds / max(result.steps_done, 1),
-            "stopped_early": result.stopped_early, "data_wait_fraction": result.data_wait_fraction,
-            "config": asdict(recipe.config)}
-
-
-def _estimate_steps(cls: type, options: dict[str, Any], device: Any, seconds: float) -> int:
-    """Time a few steps of a throw-away copy, so the LR schedule can end when the budget does."""
-    import torch
-
-    from counterfeit.train.loop import step_rng
-
-    recipe = cls(cls.Config(**options), device)
-    recipe.setup_data()
-    recipe.train_mode(True)
-    recipe.train_step(recipe.sample_batch(step_rng(0, 0)), 0)  # warm-up (allocations, first-call costs)
-    # At least 2 timed steps, more while they take under 3 s (up to 10): a steadier estimate for fast steps.
-    n, t0 = 0, time.perf_counter()
-    while n < 2 or (n < 10 and time.perf_counter() - t0 < 3.0):
-        n += 1
-        recipe.train_step(recipe.sample_batch(step_rng(0, n)), n)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    per_step = (time.perf_counter() - t0) / n
-    # The loop also logs, draws samples and checkpoints: keep ~5 % of the budget for that.
-    return max(10, int(0.95 * seconds / per_step))
+def _candidates(cfg: DemoConfig, model: str) -> int:
+    # only the CycleGAN has a bad mode to avoid (the paired baseline gave 99.8 HU on two machines)
+    return cfg.unpaired_candidates if model == "unpaired" else 1
 
 
 def score_on_subjects(model: Any, root: Path, subject_ids: list[str], *,
@@ -366,6 +333,12 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
     for m in MODELS:
         t = tr[m]
         lines.append(f"| {m} | {t['recipe']} | {t['steps']} | {t['s_per_step']:.2f} | {t['seconds'] / 60:.1f} |")
+    for m in MODELS:
+        if tr[m].get("candidates"):
+            tried = ", ".join(f"seed {t['seed']}: {t['value']:.1f} HU" + (" (kept)" if t["kept"] else "")
+                              for t in tr[m]["candidates"])
+            lines += ["", f"The {m} model started {len(tr[m]['candidates'])} candidates and finished the one with the "
+                          f"lowest validation MAE after {tr[m]['candidates'][0]['steps']} steps each: {tried}."]
     table = comparison_table_markdown({m: rows[m] for m in MODELS})
     baselines = comparison_table_markdown(rows)
     means = {m: summarize(rows[m]) for m in rows}

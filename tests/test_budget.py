@@ -1,0 +1,71 @@
+"""Training for a wall-clock budget: the step plan, and candidates chosen by validation MAE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from counterfeit.data.phantom import generate_dataset
+from counterfeit.errors import UserError
+from counterfeit.train import budget
+from counterfeit.train.loop import load_run, read_run_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory) -> dict:
+    root = generate_dataset(tmp_path_factory.mktemp("phantom"), 4, shape=(8, 32, 32), seed=2, workers=1)
+    return dict(phantom=str(root), image_size=32, batch_size=1, ngf=4, n_blocks=1, ndf=4, d_crop=24,
+                preview_subjects=1)
+
+
+def _plan(monkeypatch, steps: int) -> None:
+    # the plan normally comes from timing steps: fix it, so that runs can be compared step for step
+    monkeypatch.setattr(budget, "_affordable_steps", lambda *args: steps)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    recipe = load_run(run_dir, "cpu")
+    return {f"{n}.{k}": v for n, net in recipe.nets.items() for k, v in net.state_dict().items()}
+
+
+def test_candidates_keep_the_lowest_validation_mae_and_resume_exactly(options, tmp_path, monkeypatch):
+    _plan(monkeypatch, 18)  # 3 candidates, probes of 1/4: the kept run gets 18 / (1 + 2 / 4) = 12 steps
+    got = budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", seed=5, progress=False,
+                                  candidates=3, probe_fraction=0.25)
+    assert got["planned_steps"] == 12 and got["steps"] == 12 and got["stopped_early"] is None
+    assert got["steps_all_candidates"] == 12 + 2 * 3
+    tried = json.loads((tmp_path / "run" / "candidates.json").read_text())
+    assert [t["seed"] for t in tried] == [5, 6, 7] and all(t["steps"] == 3 for t in tried)
+    assert {t["metric"] for t in tried} == {"val_mae_hu"}
+    kept = [t for t in tried if t["kept"]]
+    assert len(kept) == 1 and kept[0]["value"] == min(t["value"] for t in tried)
+    assert got["seed"] == kept[0]["seed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the other candidates are gone
+    loop = read_run_config(tmp_path / "run")["loop"]
+    assert loop["steps"] == 12 and loop["seed"] == got["seed"]  # `train --resume` continues the full plan
+
+    # The kept run is exactly the run its seed gives without candidates (same plan, same schedule).
+    _plan(monkeypatch, 12)
+    alone = budget.train_for_budget("cyclegan", options, 600, tmp_path / "alone", seed=got["seed"], progress=False)
+    assert alone["planned_steps"] == 12 and alone["candidates"] == []
+    a, b = _weights(tmp_path / "run"), _weights(tmp_path / "alone")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+
+
+def test_candidates_need_a_reference_to_choose(options, tmp_path, monkeypatch):
+    _plan(monkeypatch, 12)
+    with pytest.raises(UserError, match="reference CT"):
+        budget.train_for_budget("cyclegan", {**options, "preview_subjects": 0}, 600, tmp_path / "run",
+                                progress=False, candidates=2)
+    with pytest.raises(UserError, match="candidates must be >= 1"):
+        budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False, candidates=0)
+    with pytest.raises(UserError, match="probe_fraction"):
+        budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False, candidates=2,
+                                probe_fraction=1.0)
