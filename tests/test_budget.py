@@ -11,6 +11,7 @@ import torch
 from counterfeit.data.phantom import generate_dataset
 from counterfeit.errors import UserError
 from counterfeit.train import budget
+from counterfeit.train import checkpoint as ckpt
 from counterfeit.train.loop import load_run, read_run_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,9 +24,10 @@ def options(tmp_path_factory) -> dict:
                 preview_subjects=1)
 
 
-def _plan(monkeypatch, steps: int) -> None:
-    # the plan normally comes from timing steps: fix it, so that runs can be compared step for step
+def _plan(monkeypatch, steps: int, replanned: int | None = None) -> None:
+    # the plans normally come from timing steps: fix them, so that runs can be compared step for step
     monkeypatch.setattr(budget, "_affordable_steps", lambda *args: steps)
+    monkeypatch.setattr(budget, "_replanned_steps", lambda *args: replanned or steps)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -34,7 +36,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_candidates_keep_the_lowest_validation_mae_and_resume_exactly(options, tmp_path, monkeypatch):
-    _plan(monkeypatch, 18)  # 3 candidates, probes of 1/4: the kept run gets 18 / (1 + 2 / 4) = 12 steps
+    _plan(monkeypatch, 18, 12)  # 3 candidates, probes of 1/4: the kept run gets 18 / (1 + 2 / 4) = 12 steps
     got = budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", seed=5, progress=False,
                                   candidates=3, probe_fraction=0.25)
     assert got["planned_steps"] == 12 and got["steps"] == 12 and got["stopped_early"] is None
@@ -57,6 +59,27 @@ def test_candidates_keep_the_lowest_validation_mae_and_resume_exactly(options, t
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+
+
+def test_replanning_equals_planning_right_from_the_start(options, tmp_path, monkeypatch):
+    _plan(monkeypatch, 10, 16)  # timed steps promised 10; the first step's time says 16 fit
+    got = budget.train_for_budget("cyclegan", options, 600, tmp_path / "replanned", seed=1, progress=False)
+    assert (got["first_plan"], got["planned_steps"], got["steps"]) == (10, 16, 16)
+    config = read_run_config(tmp_path / "replanned")
+    assert (config["config"]["lr_decay_start"], config["config"]["lr_decay_end"], config["loop"]["steps"]) == (8, 16, 16)
+    # the learning rate follows the new plan, not the one the first steps were started with (which ends at 10)
+    state = ckpt.read_state_file(tmp_path / "replanned" / "checkpoints" / "step_00000012" / "state.pt")
+    assert state["optimizers"]["G"]["param_groups"][0]["lr"] == pytest.approx(2e-4 * (1 - 4 / 8))
+    _plan(monkeypatch, 16, 16)
+    budget.train_for_budget("cyclegan", options, 600, tmp_path / "planned", seed=1, progress=False)
+    a, b = _weights(tmp_path / "replanned"), _weights(tmp_path / "planned")
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+
+
+def test_replanned_steps_fill_the_time_left():
+    assert budget._replanned_steps(10, 0.1, 100.0) == 10 + 980  # 98 % of the time left, at 0.1 s per step
+    assert budget._replanned_steps(100, 1.0, 10.0) == 200  # never less than twice the steps done
 
 
 def test_candidates_need_a_reference_to_choose(options, tmp_path, monkeypatch):

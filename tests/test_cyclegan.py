@@ -17,7 +17,7 @@ from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
 from counterfeit.losses_histogram import intensity_w1
 from counterfeit.losses_structure import mind_loss
 from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight, closed_body
-from counterfeit.train.recipes.mr2ct_common import LinearDecay, apply_preset, crop_batch, resolve_d_crop
+from counterfeit.train.recipes.mr2ct_common import apply_preset, crop_batch, linear_decay, resolve_d_crop
 
 NETS = ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR")
 
@@ -180,9 +180,8 @@ def test_image_pool_rule_and_state():
 
 
 def test_linear_decay_schedule():
-    f = LinearDecay(10, 20)
-    assert [f(s) for s in (0, 9, 10, 15, 20, 30)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
-    assert LinearDecay(5, 5)(100) == 1.0  # end <= start: constant
+    assert [linear_decay(10, 20, s) for s in (0, 9, 10, 15, 20, 30)] == pytest.approx([1, 1, 1, 0.5, 0, 0])
+    assert linear_decay(5, 5, 100) == 1.0  # end <= start: constant
 
 
 def test_crops_and_d_crop_rules(phantom):

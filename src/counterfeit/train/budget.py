@@ -1,14 +1,19 @@
 """Training for a wall-clock budget instead of a step count.
 
-    plan   = steps the budget allows (a few timed steps of a throw-away copy)
-    probes = with K candidates: K seeds train the first `probe_fraction` of the plan each
-    keep   = the candidate with the lowest validation MAE, resumed to the end of the plan
+    plan     = steps the budget allows, from a few timed steps of a throw-away copy
+    start    = the first part of the plan (10 %; with K candidates, K seeds train a quarter each)
+    choose   = with candidates, the one with the lowest validation MAE; the others are deleted
+    re-plan  = the steps the rest of the budget allows at the step time measured in the start
+    finish   = resume (exactly) to the end of the new plan
 
 The learning rate decays linearly over the second half of the plan, so it reaches 0 when the
-budget ends (a schedule in steps would otherwise stop half-decayed). Candidates exist because
-a CycleGAN run at a few thousand steps can settle early in a bad mode that no later step
-repairs (docs/mr2ct_ablation.md); picking among short starts by validation error is cheaper
-than training each to the end.
+budget ends (a schedule in steps would otherwise stop half-decayed). It is constant during the
+start, which is what lets the plan change there without changing a step already taken. A few
+timed steps alone misjudge a long run by 10-40 % (first steps run slower or faster than later
+ones, and a second process starting on the other core slows them), hence the re-plan.
+Candidates exist because a CycleGAN run at a few thousand steps can settle early in a bad mode
+that no later step repairs (docs/mr2ct_ablation.md); picking among short starts by validation
+error is cheaper than training each to the end.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from counterfeit.errors import UserError
 
 # The loop also logs, draws samples, validates and checkpoints: keep ~5 % of the budget for that.
 LOOP_OVERHEAD = 0.05
+REPLAN_AT = 0.1  # fraction of the first plan after which a single run re-plans
+REPLAN_MARGIN = 0.02  # the re-plan reserves checkpoints' time as measured; this covers logging and drift
 
 
 def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: Path, *, seed: int = 0,
@@ -32,12 +39,13 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
                      probe_fraction: float = 0.25) -> dict[str, Any]:
     """Train `recipe_name` with `options` for `seconds` of wall clock into a fresh `run_dir`.
 
-    With `candidates` = K > 1, seeds `seed`, `seed + 1`, ... each train for `probe_fraction` of
-    the planned steps; the one whose validation MAE is lowest then continues (an exact resume)
-    to the end, and the others are deleted. The plan counts the probes' steps, so the total
-    still fits `seconds`. `decay=False` keeps the learning rate constant. Returns steps, timing,
-    the resolved config and, with candidates, each one's seed and validation MAE (also written
-    to `run_dir/candidates.json`).
+    The run trains the first 10 % of a plan estimated from a few timed steps, re-plans from the
+    step time it measured, and resumes (exactly) to the end of the new plan. With `candidates` =
+    K > 1, seeds `seed`, `seed + 1`, ... each train the first `probe_fraction` of the plan; the
+    one whose validation MAE is lowest is the one resumed, and the others are deleted. The plan
+    counts the probes' steps, so the total still fits `seconds`. `decay=False` keeps the
+    learning rate constant. Returns steps, timing, the resolved config and, with candidates,
+    each one's seed and validation MAE (also written to `run_dir/candidates.json`).
     """
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.loop import LoopConfig, train
@@ -45,28 +53,27 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
 
     if candidates < 1:
         raise UserError(f"candidates must be >= 1, got {candidates}")
-    if candidates > 1 and not 0 < probe_fraction < 1:
-        raise UserError(f"probe_fraction must be in (0, 1), got {probe_fraction}")
+    if candidates > 1 and not 0 < probe_fraction <= 0.5:
+        raise UserError(f"probe_fraction must be in (0, 0.5] (the constant-LR half of the plan), got {probe_fraction}")
     dev = resolve_device(device)
     cls = recipe_class(recipe_name)
-    options = dict(options)
-    step_budget = _affordable_steps(cls, options, dev, seconds)
+    step_budget = _affordable_steps(cls, dict(options), dev, seconds)
     t_start = time.perf_counter()  # the budget is for training: reading data and timing steps come before it
-    # the kept run does `steps`; each of the other K-1 candidates wastes probe_fraction of them
-    steps = max(10, int(step_budget / (1 + (candidates - 1) * probe_fraction)))
-    options.update(lr_decay_start=steps // 2, lr_decay_end=steps if decay else 0)
+    # the kept run does `steps`; each of the other K-1 candidates costs probe_fraction of them
+    first_plan = steps = max(10, int(step_budget / (1 + (candidates - 1) * probe_fraction)))
+    start = max(1, round((probe_fraction if candidates > 1 else REPLAN_AT) * steps))
     run_dir = Path(run_dir)
 
-    def loop_config(run_seed: int, stop_at: int, minutes: float | None) -> LoopConfig:
+    def configured(plan: int) -> dict[str, Any]:
+        return {**options, "lr_decay_start": plan // 2, "lr_decay_end": plan if decay else 0}
+
+    def loop_config(run_seed: int, stop_at: int, plan: int, minutes: float | None) -> LoopConfig:
         return LoopConfig(steps=stop_at, minutes=minutes, seed=run_seed, log_every=10,
-                          sample_every=max(steps // 5, 1), checkpoint_every=max(steps // 4, 1), progress=progress)
+                          sample_every=max(plan // 5, 1), checkpoint_every=max(plan // 4, 1), progress=progress)
 
-    def build(run_seed: int) -> Any:
+    def build(run_seed: int, plan: int) -> Any:
         seed_everything(run_seed)
-        return cls(cls.Config(**options), dev)
-
-    def remaining_minutes() -> float:
-        return max(seconds - (time.perf_counter() - t_start), 1.0) / 60
+        return cls(cls.Config(**configured(plan)), dev)
 
     def fresh(path: Path) -> Path:
         if path.exists():
@@ -75,38 +82,52 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
 
     started = time.time()
     tried: list[dict[str, Any]] = []
-    train_seconds, wasted_steps = 0.0, 0
-    if candidates == 1:
-        recipe = build(seed)
-        result = train(recipe, loop_config(seed, steps, remaining_minutes()), fresh(run_dir))
-        kept_seed = seed
-    else:
-        probe = max(1, round(probe_fraction * steps))
-        paths = {}
-        for k in range(candidates):
-            paths[seed + k] = fresh(run_dir.with_name(f"{run_dir.name}.candidate{k}"))
-            probe_result = train(build(seed + k), loop_config(seed + k, probe, None), paths[seed + k])
-            train_seconds += probe_result.seconds
-            metric, value = _validation_mae(probe_result.last_metrics)
-            tried.append({"seed": seed + k, "steps": probe_result.steps_done, "metric": metric, "value": value})
-        kept_seed = min(tried, key=lambda t: t["value"])["seed"]
-        for t in tried:
-            t["kept"] = t["seed"] == kept_seed
-            if not t["kept"]:
-                wasted_steps += t["steps"]
-                shutil.rmtree(paths[t["seed"]])
+    paths: dict[int, Path] = {}
+    train_seconds = step_seconds = 0.0
+    start_steps = 0
+    for k in range(candidates):
+        paths[seed + k] = fresh(run_dir if candidates == 1 else run_dir.with_name(f"{run_dir.name}.candidate{k}"))
+        begun = train(build(seed + k, steps), loop_config(seed + k, start, steps, seconds / 60), paths[seed + k])
+        train_seconds, step_seconds = train_seconds + begun.seconds, step_seconds + begun.step_seconds
+        start_steps += begun.steps_done
+        if candidates > 1:
+            metric, value = _validation_mae(begun.last_metrics)
+            tried.append({"seed": seed + k, "steps": begun.steps_done, "metric": metric, "value": value})
+    kept_seed = min(tried, key=lambda t: t["value"])["seed"] if tried else seed
+    for t in tried:
+        t["kept"] = t["seed"] == kept_seed
+        if not t["kept"]:
+            shutil.rmtree(paths[t["seed"]])
+    if candidates > 1:
         paths[kept_seed].rename(fresh(run_dir))
-        final_loop = loop_config(kept_seed, steps, remaining_minutes())
-        _record_loop(run_dir, final_loop)  # so that `train --resume` continues with the full plan
-        recipe = build(kept_seed)
-        result = train(recipe, final_loop, run_dir, resume=True)
+
+    left = seconds - (time.perf_counter() - t_start)
+    # each start ended with one checkpoint (validation, samples, saving): the rest of the run does about 5 more
+    checkpoint_seconds = (train_seconds - step_seconds) / candidates
+    steps = _replanned_steps(start, step_seconds / max(start_steps, 1), left - 5 * checkpoint_seconds)
+    final_loop = loop_config(kept_seed, steps, steps, max(left, 1.0) / 60)
+    recipe = build(kept_seed, steps)
+    _record_plan(run_dir, recipe.config, final_loop)  # `train --resume` later continues with this plan
+    result = train(recipe, final_loop, run_dir, resume=True)
+    if tried:
         atomic_write_text(run_dir / "candidates.json", json.dumps(tried, indent=2) + "\n")
     train_seconds += result.seconds
+    wasted = sum(t["steps"] for t in tried if not t["kept"])
     return {"recipe": cls.name, "started": started, "steps": result.steps_done, "planned_steps": steps,
-            "steps_all_candidates": result.steps_done + wasted_steps, "seconds": train_seconds,
-            "s_per_step": train_seconds / max(result.steps_done + wasted_steps, 1),
+            "first_plan": first_plan, "steps_all_candidates": result.steps_done + wasted, "seconds": train_seconds,
+            "s_per_step": train_seconds / max(result.steps_done + wasted, 1),
             "stopped_early": result.stopped_early, "data_wait_fraction": result.data_wait_fraction,
             "seed": kept_seed, "candidates": tried, "config": asdict(recipe.config)}
+
+
+def _replanned_steps(done: int, seconds_per_step: float, seconds_left: float) -> int:
+    """The whole plan, re-estimated from the step time measured so far (and the time left for steps).
+
+    Never shorter than twice the steps done, so that those stay inside its constant-LR half (if
+    the steps got that much slower, the loop's wall-clock limit stops the run before the end).
+    """
+    more = int((1 - REPLAN_MARGIN) * max(seconds_left, 0.0) / max(seconds_per_step, 1e-9))
+    return max(done + more, 2 * done, 10)
 
 
 def _validation_mae(metrics: dict[str, float]) -> tuple[str, float]:
@@ -118,10 +139,11 @@ def _validation_mae(metrics: dict[str, float]) -> tuple[str, float]:
     return keys[0], float(metrics[keys[0]])
 
 
-def _record_loop(run_dir: Path, loop: Any) -> None:
+def _record_plan(run_dir: Path, recipe_config: Any, loop: Any) -> None:
     from counterfeit.train.loop import read_run_config
 
     config = read_run_config(run_dir)
+    config["config"] = asdict(recipe_config)
     config["loop"] = asdict(loop)
     atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
 

@@ -88,6 +88,7 @@ class TrainResult:
     last_metrics: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None  # "budget" | "interrupt" | None
     data_wait_fraction: float = 0.0
+    step_seconds: float = 0.0  # inside the steps (batch wait, train_step, schedulers): no logging, checkpoints, metrics
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
@@ -281,7 +282,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
 
     restore_forwards = compile_for_training(recipe.nets) if loop.compile else None
     t0 = time.perf_counter()
-    data_wait = 0.0
+    data_wait = step_seconds = 0.0
     sums: dict[str, float] = {}
     count = 0
     last_losses: dict[str, float] = {}
@@ -306,6 +307,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                     raise TrainingDiverged(f"non-finite loss at step {step + 1}: {bad}; last good checkpoint: {where}")
                 for sched in recipe.schedulers.values():
                     sched.step()
+                step_seconds += time.perf_counter() - t_wait
                 step += 1
                 bar.update(1)
                 for k, v in losses.items():
@@ -362,7 +364,8 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         recipe.write_samples(step, samples_dir)
         _plot_losses(run_dir)
     seconds = time.perf_counter() - t0
-    return TrainResult(run_dir, step, seconds, last_losses, last_metrics, stopped, data_wait / max(seconds, 1e-9))
+    return TrainResult(run_dir, step, seconds, last_losses, last_metrics, stopped, data_wait / max(seconds, 1e-9),
+                       step_seconds)
 
 
 def _first_lr(recipe: Recipe) -> float:

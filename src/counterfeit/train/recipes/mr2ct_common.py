@@ -4,7 +4,7 @@
 - `load_mr2ct_data`: training volumes from a phantom root or from folders of volumes,
   normalised to [-1, 1] (MR by per-volume percentiles, CT by a fixed HU window), plus a few
   held-out cases for sample grids and a validation MAE.
-- `LinearDecay`: the CycleGAN schedule, constant then linearly decaying to zero, per step.
+- `linear_decay`: the CycleGAN schedule, constant then linearly decaying to zero, per step.
 - `crop_batch`: the random crops fed to the discriminators (Wolterink et al. 2017: cropping
   what the discriminator sees makes it insensitive to imperfect registration).
 - `MR2CTRecipe`: base class with data setup, sample grids, validation MAE and the
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -156,24 +157,19 @@ def validate_common(config: MR2CTConfig) -> int:
 # --- schedule and crops ---------------------------------------------------------------
 
 
-class LinearDecay:
-    """LambdaLR factor: 1 until `start`, then linearly down to 0 at `end` (CycleGAN's schedule, in steps).
-
-    A plain object (not a closure) so LambdaLR's state_dict records it.
-    """
-
-    def __init__(self, start: int, end: int) -> None:
-        self.start, self.end = int(start), int(end)
-
-    def __call__(self, step: int) -> float:
-        if self.end <= self.start or step < self.start:
-            return 1.0
-        return max(0.0, 1.0 - (step - self.start) / (self.end - self.start))
+def linear_decay(start: int, end: int, step: int) -> float:
+    """LR factor: 1 until `start`, then linearly down to 0 at `end` (CycleGAN's schedule, in steps)."""
+    if end <= start or step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / (end - start))
 
 
 def adam_with_schedule(params: Any, config: MR2CTConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     opt = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, LinearDecay(config.lr_decay_start, config.lr_decay_end))
+    # A partial, whose bounds LambdaLR's state_dict does not record: the schedule comes from the run's config, so a
+    # run resumed with a re-planned config (train_for_budget) follows the new plan from the step it resumes at.
+    schedule = functools.partial(linear_decay, config.lr_decay_start, config.lr_decay_end)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
 def draw_crop_offsets(rng: np.random.Generator, batch: int, n_crops: int, image_size: int, crop: int) -> np.ndarray:
