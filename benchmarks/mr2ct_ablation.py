@@ -76,6 +76,7 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     # 2 or 3 seeds train the first quarter of the plan each; the lowest validation MAE (2 val subjects) goes on
     "candidates2": ("fast", {"candidates": 2}, 1.0),
     "candidates3": ("fast", {"candidates": 3}, 1.0),
+    "candidates2_structure3": ("fast", {"candidates": 2, "lambda_structure": 3.0}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}
