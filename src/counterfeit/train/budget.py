@@ -3,8 +3,9 @@
     plan     = steps the budget allows, from a few timed steps of a throw-away copy
     start    = the first part of the plan (10 %; with K candidates, K seeds train a quarter each)
     choose   = with candidates, the one with the lowest validation MAE; the others are deleted
-    re-plan  = the steps the rest of the budget allows at the step time measured in the start
-    finish   = resume (exactly) to the end of the new plan
+    re-plan  = the steps the rest of the budget allows at the step time measured in the start;
+               resume (exactly) to 45 % of that plan, re-plan once more from the step time measured there
+    finish   = resume to the end of the last plan
 
 The learning rate decays linearly over the second half of the plan, so it reaches 0 when the
 budget ends (a schedule in steps would otherwise stop half-decayed). It is constant during the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from counterfeit.errors import UserError
 # (docs/mr2ct_ablation.md, section 4), a little less of longer runs. Kept aside from the time for steps.
 LOOP_OVERHEAD = 0.07
 REPLAN_AT = 0.1  # fraction of the first plan after which a single run re-plans
+SECOND_REPLAN_AT = 0.45  # fraction of the re-planned plan after which it re-plans once more (decay starts at 0.5)
 
 
 def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: Path, *, seed: int = 0,
@@ -40,7 +42,8 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     """Train `recipe_name` with `options` for `seconds` of wall clock into a fresh `run_dir`.
 
     The run trains the first 10 % of a plan estimated from a few timed steps, re-plans from the
-    step time it measured, and resumes (exactly) to the end of the new plan. With `candidates` =
+    step time it measured, resumes (exactly) to 45 % of the new plan, re-plans once more, and
+    resumes to the end. With `candidates` =
     K > 1, seeds `seed`, `seed + 1`, ... each train the first `probe_fraction` of the plan; the
     one whose validation MAE is lowest is the one resumed, and the others are deleted. The plan
     counts the probes' steps, so the total still fits `seconds`. `decay=False` keeps the
@@ -101,15 +104,28 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     if candidates > 1:
         paths[kept_seed].rename(fresh(run_dir))
 
-    left = seconds - (time.perf_counter() - t_start)
-    steps = _replanned_steps(start, step_seconds / max(start_steps, 1), left)
-    final_loop = loop_config(kept_seed, steps, steps, max(left, 1.0) / 60)
-    recipe = build(kept_seed, steps)
-    _record_plan(run_dir, recipe.config, final_loop)  # `train --resume` later continues with this plan
-    result = train(recipe, final_loop, run_dir, resume=True)
+    # Re-plan from the measured step time and go on to just before the LR decays; re-plan again from the
+    # (longer, steadier) measurement of that stretch and finish. Both changes fall in the constant-LR half.
+    done, seconds_per_step = start, step_seconds / max(start_steps, 1)
+    for last in (False, True):
+        left = seconds - (time.perf_counter() - t_start)
+        steps = _replanned_steps(done, seconds_per_step, left)
+        stop_at = steps if last else int(SECOND_REPLAN_AT * steps)
+        if stop_at <= done:
+            continue
+        loop = loop_config(kept_seed, stop_at, steps, max(left, 1.0) / 60)
+        recipe = build(kept_seed, steps)
+        # `train --resume` later continues with the whole plan
+        _record_plan(run_dir, recipe.config, replace(loop, steps=steps))
+        result = train(recipe, loop, run_dir, resume=True)
+        train_seconds += result.seconds
+        if result.steps_done > done:
+            seconds_per_step = result.step_seconds / (result.steps_done - done)
+        done = result.steps_done
+        if result.stopped_early:
+            break
     if tried:
         atomic_write_text(run_dir / "candidates.json", json.dumps(tried, indent=2) + "\n")
-    train_seconds += result.seconds
     wasted = sum(t["steps"] for t in tried if not t["kept"])
     return {"recipe": cls.name, "started": started, "steps": result.steps_done, "planned_steps": steps,
             "first_plan": first_plan, "steps_all_candidates": result.steps_done + wasted, "seconds": train_seconds,
