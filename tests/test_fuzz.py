@@ -325,6 +325,16 @@ def test_truncated_png_in_every_reader(tmp_path, keep):
     _refused(lambda: layouts.read_layout(path), path)
 
 
+def test_png_with_an_empty_header_chunk_in_every_reader(tmp_path):
+    # Found by test_damaged_real_png: Pillow raises ValueError ("Truncated IHDR chunk") for it, not OSError.
+    data = bytearray(_png(tmp_path))
+    data[8:12] = b"\0\0\0\0"  # IHDR's length field
+    path = tmp_path / "empty_ihdr.png"
+    path.write_bytes(bytes(data))
+    for read in (lambda: images.read_image(path, 16), lambda: layouts.read_image(path), lambda: layouts.read_layout(path)):
+        _refused(read, path)
+
+
 def test_folder_with_one_bad_image_names_it(tmp_path):
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
     (tmp_path / "b.tif").write_bytes(b"II*\0" + bytes(range(200)))

@@ -188,9 +188,12 @@ def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_cla
                 array = np.asarray(img.convert("RGB"))
             else:
                 array = np.asarray(img)
+    except InputFileError:
+        raise
     except FileNotFoundError:
         raise InputFileError(path, "layout file not found") from None
-    except (OSError, Image.DecompressionBombError) as err:
+    # Pillow reports some damaged headers as ValueError or SyntaxError (a PNG whose IHDR chunk is empty)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise InputFileError(path, f"cannot read layout image ({err})") from None
     if mode in ("RGB", "RGBA"):
         labels = colors_to_labels(array, palette, source=str(path))  # type: ignore[arg-type]
@@ -219,9 +222,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 array = np.asarray(img.convert("L")).astype(np.float32) / 255.0
             else:
                 array = np.asarray(img.convert("RGB")).astype(np.float32) / 255.0
+    except InputFileError:
+        raise
     except FileNotFoundError:
         raise InputFileError(path, "image file not found") from None
-    except (OSError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # as in read_layout
         raise InputFileError(path, f"cannot read image ({err})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return np.ascontiguousarray(array * 2.0 - 1.0, dtype=np.float32)
