@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -168,6 +169,22 @@ def check_label_range(labels: np.ndarray, num_classes: int, source: str = "layou
                         f"({num_classes} classes)")
 
 
+@contextmanager
+def _pillow_errors(path: Path, *, missing: str, unreadable: str) -> Iterator[None]:
+    """Pillow's ways of failing on a missing or damaged file, as one-line InputFileErrors naming it."""
+    from PIL import Image
+
+    try:
+        yield
+    except InputFileError:
+        raise
+    except FileNotFoundError:
+        raise InputFileError(path, missing) from None
+    # Pillow reports some damaged headers as ValueError or SyntaxError (a PNG whose IHDR chunk is empty)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise InputFileError(path, f"{unreadable} ({err})") from None
+
+
 def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_classes: int | None = None) -> np.ndarray:
     """A layout PNG -> (H, W) int64 class ids.
 
@@ -177,7 +194,7 @@ def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_cla
     from PIL import Image
 
     path = Path(path)
-    try:
+    with _pillow_errors(path, missing="layout file not found", unreadable="cannot read layout image"):
         with Image.open(path) as img:
             check_image_size(path, *img.size)
             img.load()
@@ -188,13 +205,6 @@ def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_cla
                 array = np.asarray(img.convert("RGB"))
             else:
                 array = np.asarray(img)
-    except InputFileError:
-        raise
-    except FileNotFoundError:
-        raise InputFileError(path, "layout file not found") from None
-    # Pillow reports some damaged headers as ValueError or SyntaxError (a PNG whose IHDR chunk is empty)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise InputFileError(path, f"cannot read layout image ({err})") from None
     if mode in ("RGB", "RGBA"):
         labels = colors_to_labels(array, palette, source=str(path))  # type: ignore[arg-type]
     elif array.ndim == 2:
@@ -212,7 +222,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image
 
     path = Path(path)
-    try:
+    with _pillow_errors(path, missing="image file not found", unreadable="cannot read image"):
         with Image.open(path) as img:
             check_image_size(path, *img.size)
             img.load()
@@ -222,12 +232,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 array = np.asarray(img.convert("L")).astype(np.float32) / 255.0
             else:
                 array = np.asarray(img.convert("RGB")).astype(np.float32) / 255.0
-    except InputFileError:
-        raise
-    except FileNotFoundError:
-        raise InputFileError(path, "image file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # as in read_layout
-        raise InputFileError(path, f"cannot read image ({err})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return np.ascontiguousarray(array * 2.0 - 1.0, dtype=np.float32)
 
