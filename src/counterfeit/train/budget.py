@@ -43,12 +43,12 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
 
     The run trains the first 10 % of a plan estimated from a few timed steps, re-plans from the
     step time it measured, resumes (exactly) to 45 % of the new plan, re-plans once more, and
-    resumes to the end. With `candidates` =
-    K > 1, seeds `seed`, `seed + 1`, ... each train the first `probe_fraction` of the plan; the
-    one whose validation MAE is lowest is the one resumed, and the others are deleted. The plan
-    counts the probes' steps, so the total still fits `seconds`. `decay=False` keeps the
-    learning rate constant. Returns steps, timing, the resolved config and, with candidates,
-    each one's seed and validation MAE (also written to `run_dir/candidates.json`).
+    resumes to the end. With `candidates` = K > 1, seeds `seed`, `seed + 1`, ... each train the
+    first `probe_fraction` of the plan; the one whose validation MAE is lowest is the one
+    resumed, and the others are deleted. The plan counts the probes' steps, so the total still
+    fits `seconds`. `decay=False` keeps the learning rate constant. Returns steps, timing, the
+    resolved config and, with candidates, each one's seed and validation MAE (also written to
+    `run_dir/candidates.json`).
     """
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.loop import LoopConfig, train
@@ -101,7 +101,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
         t["kept"] = t["seed"] == kept_seed
         if not t["kept"]:
             shutil.rmtree(paths[t["seed"]])
-    if candidates > 1:
+    if tried:
         paths[kept_seed].rename(fresh(run_dir))
 
     # Re-plan from the measured step time and go on to just before the LR decays; re-plan again from the
