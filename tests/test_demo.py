@@ -43,6 +43,12 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     tried = summary["training"]["unpaired"]["candidates"]
     assert [t["kept"] for t in tried].count(True) == 1 and summary["training"]["paired"]["candidates"] == []
     assert "started 2 candidates" in md
+    # the error split by the phantom's tissues adds up to each model's pooled MAE; the report shows it
+    for name, tissues in summary["errors_by_tissue"].items():
+        assert "white matter" in [t["name"] for t in tissues], name
+        assert sum(t["fraction"] for t in tissues) == pytest.approx(1.0)
+        assert 0 < sum(t["contribution"] for t in tissues) < 2000
+    assert "MAE by tissue" in md and "| white matter |" in md
 
 
 def test_demo_rejects_a_budget_too_small(tmp_path: Path) -> None:

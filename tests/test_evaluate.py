@@ -14,7 +14,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.util import crop
 
 from counterfeit.errors import UserError
-from counterfeit.medical.evaluate import image_metrics, summarize
+from counterfeit.medical.evaluate import errors_by_label, image_metrics, summarize
 from counterfeit.medical.report import (
     ReportSection,
     comparison_table_markdown,
@@ -55,6 +55,29 @@ def test_constant_offset_inside_mask():
     assert seed["psnr"] == pytest.approx(20 * math.log10(4095.0 / 50.0))
     assert seed["mae"] == m["mae"] and seed["ssim"] == m["ssim"]
     assert 0.0 < m["ssim"] < 1.0
+
+
+def test_errors_by_label_splits_the_mae_by_tissue():
+    ct, mask = _volume()
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[:, :8] = 1  # top half of every slice: label 1, bottom: label 2
+    labels[:, 8:] = 2
+    labels[0] = 9  # outside the mask (mask rows 2..6): must not appear
+    sct = ct + np.where(labels == 1, 30.0, -100.0)
+    sct2 = ct + np.where(labels == 1, -10.0, 0.0)
+    rows = errors_by_label([(ct, sct, mask, labels), (ct, sct2, mask, labels)], {1: "bone"})
+    assert [r["label"] for r in rows] == [1, 2] and [r["name"] for r in rows] == ["bone", "2"]
+    n1 = int(((labels == 1) & (mask > 0)).sum())
+    n2 = int(((labels == 2) & (mask > 0)).sum())
+    assert [r["voxels"] for r in rows] == [2 * n1, 2 * n2]  # pooled over both cases
+    assert rows[0]["mae"] == pytest.approx(20.0) and rows[0]["bias"] == pytest.approx(10.0)
+    assert rows[1]["mae"] == pytest.approx(50.0) and rows[1]["bias"] == pytest.approx(-50.0)
+    assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)
+    # the contributions add up to the MAE of all masked voxels of both cases
+    pooled = (image_metrics(ct, sct, mask)["mae"] + image_metrics(ct, sct2, mask)["mae"]) / 2  # equal voxel counts
+    assert sum(r["contribution"] for r in rows) == pytest.approx(pooled)
+    with pytest.raises(UserError, match="label map shape"):
+        errors_by_label([(ct, sct, mask, labels[:, :4])])
 
 
 def test_identical_volumes():

@@ -380,6 +380,13 @@ def subject_paths(root: str | os.PathLike, subject: str) -> dict[str, Path]:
     return {name: folder / filename for name, filename in FILES.items()}
 
 
+def read_labels(root: str | os.PathLike, subject: str) -> np.ndarray:
+    """One subject's tissue labels (the keys of TISSUES), int64, aligned with its MR."""
+    from counterfeit.data.volumes import read_volume
+
+    return np.rint(read_volume(subject_paths(root, subject)["labels"]).array).astype(np.int64)
+
+
 def preview(root: str | os.PathLike, out_png: str | os.PathLike, n_subjects: int = 4) -> Path:
     """Write a PNG montage of MR, CT and mask slices for the first `n_subjects` subjects."""
     from counterfeit.data.phantom_preview import write_preview

@@ -61,6 +61,43 @@ def image_metrics(
     return {"mae": mae, "psnr": psnr, "ssim": masked_ssim(ct, sct, inside)}
 
 
+def errors_by_label(
+    cases: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], names: Mapping[int, str] | None = None
+) -> list[dict]:
+    """Where the MAE comes from: errors per label of a label map, pooled over `cases` of (ct, sct, mask, labels).
+
+    Only voxels inside the mask (mask > 0) count. One row per label found there, in label order:
+    label, name (from `names`, else the number), voxels, fraction of the masked voxels, mae, bias
+    (mean of sct - ct: + means too bright) and contribution = fraction * mae (HU), so the
+    contributions add up to the pooled MAE of all masked voxels (which weighs subjects by their
+    voxels, unlike the mean of per-subject MAEs).
+    """
+    names = dict(names or {})
+    voxels: dict[int, int] = {}
+    abs_sum: dict[int, float] = {}
+    signed_sum: dict[int, float] = {}
+    for ct, sct, mask, labels in cases:
+        ct, sct, inside = _validated(ct, sct, mask)
+        labels = np.asarray(labels)
+        if labels.shape != ct.shape:
+            raise UserError(f"label map shape {tuple(labels.shape)} differs from the images' {tuple(ct.shape)}")
+        lab = labels[inside].astype(np.int64)
+        diff = sct[inside] - ct[inside]
+        for value in np.unique(lab):
+            sel = lab == value
+            key = int(value)
+            voxels[key] = voxels.get(key, 0) + int(sel.sum())
+            abs_sum[key] = abs_sum.get(key, 0.0) + float(np.abs(diff[sel]).sum())
+            signed_sum[key] = signed_sum.get(key, 0.0) + float(diff[sel].sum())
+    total = sum(voxels.values())
+    rows = []
+    for key in sorted(voxels):
+        n = voxels[key]
+        rows.append({"label": key, "name": names.get(key, str(key)), "voxels": n, "fraction": n / total,
+                     "mae": abs_sum[key] / n, "bias": signed_sum[key] / n, "contribution": abs_sum[key] / total})
+    return rows
+
+
 def masked_ssim(ct: np.ndarray, sct: np.ndarray, inside: np.ndarray) -> float:
     """SynthRAD2023 SSIM: clip, blank outside the mask, shift to [0, 4024], average the map in the mask.
 
