@@ -71,12 +71,21 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     # a 142x142 PatchGAN: each verdict sees the whole 96x96 crop (the layer order scalp / fat / bone)
     "d_layers4": ("fast", {"d_layers": 4}, 1.0),
     # each output's intensity distribution inside the body pulled towards a real image's of its modality
-    "histogram1": ("fast", {"lambda_histogram": 1.0}, 1.0),
-    "histogram5": ("fast", {"lambda_histogram": 5.0}, 1.0),
+    # (rounds 15-16, without the depth channel; the defaults now use its banded version, rounds 28-29)
+    "histogram1": ("fast", {"lambda_histogram": 1.0, "depth_channel": False}, 1.0),
+    "histogram5": ("fast", {"lambda_histogram": 5.0, "depth_channel": False}, 1.0),
     # 2 or 3 seeds train the first quarter of the plan each; the lowest validation MAE (2 val subjects) goes on
     "candidates2": ("fast", {"candidates": 2}, 1.0),
     "candidates3": ("fast", {"candidates": 3}, 1.0),
     "candidates2_structure3": ("fast", {"candidates": 2, "lambda_structure": 3.0}, 1.0),
+    # rounds 23-24: CT on an asinh scale (soft tissue 5.6x wider in [-1, 1], bone 2.4x narrower)
+    "asinh": ("fast", {"ct_scale": "asinh"}, 1.0),
+    # rounds 27-29 (the defaults since round 29: depth channel on, banded histogram loss weight 5):
+    # the defaults before, the depth channel alone, and the two histogram weights tried
+    "no_depth": ("fast", {"depth_channel": False, "lambda_histogram": 0.0}, 1.0),
+    "depth": ("fast", {"depth_channel": True, "lambda_histogram": 0.0}, 1.0),
+    "depth_histogram1": ("fast", {"depth_channel": True, "lambda_histogram": 1.0}, 1.0),
+    "depth_histogram5": ("fast", {"depth_channel": True, "lambda_histogram": 5.0}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}

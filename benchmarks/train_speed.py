@@ -116,11 +116,8 @@ def step_macs(recipe: Any) -> dict[str, int]:
     """MACs of one forward of each network at the shapes a training step feeds it."""
     c = recipe.config
     b, s, crop = c.batch_size, c.image_size, recipe.d_crop
-    if recipe.name == "cyclegan":
-        return {"G": conv_macs(recipe.nets["Syn_CT"], (b, c.context, s, s)),
-                "D": conv_macs(recipe.nets["Dis_CT"], (b, c.context, crop, crop))}
-    return {"G": conv_macs(recipe.nets["G"], (b, c.context, s, s)),
-            "D": conv_macs(recipe.nets["D"], (b, c.context + 1, crop, crop))}
+    g, d = (recipe.nets["Syn_CT"], recipe.nets["Dis_CT"]) if recipe.name == "cyclegan" else (recipe.nets["G"], recipe.nets["D"])
+    return {"G": conv_macs(g, (b, g.in_channels, s, s)), "D": conv_macs(d, (b, d.in_channels, crop, crop))}
 
 
 def step_flops(recipe: Any, macs: dict[str, int] | None = None) -> int:

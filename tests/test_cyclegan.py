@@ -16,7 +16,7 @@ from counterfeit.train.image_pool import ImagePool
 from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
 from counterfeit.losses_histogram import intensity_w1
 from counterfeit.losses_structure import mind_loss
-from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight, closed_body
+from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe, body_weight, closed_body, depth_bands
 from counterfeit.train.recipes.mr2ct_common import apply_preset, crop_batch, linear_decay, resolve_d_crop
 
 NETS = ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR")
@@ -49,29 +49,50 @@ def _crop(x: torch.Tensor, corners: np.ndarray, size: int) -> torch.Tensor:
     return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(corners)])
 
 
-def test_losses_match_hand_computation(phantom):
+@pytest.mark.parametrize("depth", [False, True])
+def test_losses_match_hand_computation(phantom, depth):
     lam, lam_id, lam_s, lam_h = 7.0, 0.5, 3.0, 2.0
     recipe = build(tiny(phantom, lambda_cycle=lam, lambda_identity=lam_id, lambda_structure=lam_s,
-                        lambda_histogram=lam_h))
+                        lambda_histogram=lam_h, depth_channel=depth))
     before = {k: copy.deepcopy(recipe.nets[k]) for k in NETS}
     batch = recipe.sample_batch(np.random.default_rng(5))
     got = recipe.train_step(batch, 0)
 
     mr, ct, crops, s = torch.from_numpy(batch["mr"]), torch.from_numpy(batch["ct"]), batch["crops"], recipe.d_crop
+    if depth:  # the last channel is the depth map; every network also gets the depth of the image it works on
+        (mr, d_mr_map), (ct, d_ct_map) = (mr[:, :1], mr[:, 1:]), (ct[:, :1], ct[:, 1:])
+        on_mr, on_ct = (lambda x: torch.cat([x, d_mr_map], 1)), (lambda x: torch.cat([x, d_ct_map], 1))
+    else:
+        on_mr = on_ct = lambda x: x
     g_ct, g_mr, d_ct, d_mr = (before[k] for k in NETS)
     with torch.no_grad():
-        fake_ct, fake_mr = g_ct(mr), g_mr(ct)
-        rec_mr, rec_ct = g_mr(fake_ct), g_ct(fake_mr)
-        adv_ct = ((d_ct(_crop(fake_ct, crops[:, 1], s)) - 1) ** 2).mean()
-        adv_mr = ((d_mr(_crop(fake_mr, crops[:, 3], s)) - 1) ** 2).mean()
+        fake_ct, fake_mr = g_ct(on_mr(mr)), g_mr(on_ct(ct))
+        rec_mr, rec_ct = g_mr(on_mr(fake_ct)), g_ct(on_ct(fake_mr))
+        adv_ct = ((d_ct(_crop(on_mr(fake_ct), crops[:, 1], s)) - 1) ** 2).mean()
+        adv_mr = ((d_mr(_crop(on_ct(fake_mr), crops[:, 3], s)) - 1) ** 2).mean()
         cycle = lam * ((rec_mr - mr).abs().mean() + (rec_ct - ct).abs().mean())
-        identity = lam_id * lam * ((g_ct(ct) - ct).abs().mean() + (g_mr(mr) - mr).abs().mean())
+        identity = lam_id * lam * ((g_ct(on_ct(ct)) - ct).abs().mean() + (g_mr(on_mr(mr)) - mr).abs().mean())
         structure = lam_s * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
-        histogram = lam_h * (intensity_w1(fake_ct, closed_body(mr), ct, closed_body(ct))
-                             + intensity_w1(fake_mr, closed_body(ct), mr, closed_body(mr)))
+        if depth:  # W1 per band of depth (mm edges 3, 6, 9, 12, 20, 40 below the surface; -1 outside the body)
+            def bands(d):
+                mm = (d + 1.0) * 30.0
+                b = (mm.unsqueeze(-1) > torch.tensor([3.0, 6.0, 9.0, 12.0, 20.0, 40.0])).sum(-1)
+                return torch.where(d > -1.0, b, torch.full_like(b, -1))
+
+            def banded(x, bx, y, by):
+                ks = [k for k in range(7) if (bx == k).any() and (by == k).any()]
+                return sum(intensity_w1(x, bx == k, y, by == k) for k in ks) / len(ks)
+
+            b_mr, b_ct = bands(d_mr_map), bands(d_ct_map)
+            histogram = lam_h * (banded(fake_ct, b_mr, ct, b_ct) + banded(fake_mr, b_ct, mr, b_mr))
+        else:
+            histogram = lam_h * (intensity_w1(fake_ct, closed_body(mr), ct, closed_body(ct))
+                                 + intensity_w1(fake_mr, closed_body(ct), mr, closed_body(mr)))
         # First step: the pool is still filling, so the discriminators see this step's fakes.
-        d_ct_loss = ((d_ct(_crop(ct, crops[:, 0], s)) - 1) ** 2).mean() + (d_ct(_crop(fake_ct, crops[:, 1], s)) ** 2).mean()
-        d_mr_loss = ((d_mr(_crop(mr, crops[:, 2], s)) - 1) ** 2).mean() + (d_mr(_crop(fake_mr, crops[:, 3], s)) ** 2).mean()
+        d_ct_loss = (((d_ct(_crop(on_ct(ct), crops[:, 0], s)) - 1) ** 2).mean()
+                     + (d_ct(_crop(on_mr(fake_ct), crops[:, 1], s)) ** 2).mean())
+        d_mr_loss = (((d_mr(_crop(on_mr(mr), crops[:, 2], s)) - 1) ** 2).mean()
+                     + (d_mr(_crop(on_ct(fake_mr), crops[:, 3], s)) ** 2).mean())
     expected = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle, "identity": identity, "structure": structure,
                 "histogram": histogram, "loss_g": adv_ct + adv_mr + cycle + identity + structure + histogram,
                 "loss_d_ct": d_ct_loss, "loss_d_mr": d_mr_loss}
@@ -204,12 +225,16 @@ def test_old_run_configs_keep_their_losses():
     assert config_from_dict(CycleGANConfig, {"lambda_cycle": 10.0}).lambda_structure == 0.0
     assert config_from_dict(CycleGANConfig, {"lambda_structure": 1.0}).lambda_structure == 1.0
     assert CycleGANConfig().lambda_structure == 1.0
+    # likewise for the depth channel (round 27), which is on for new runs
+    assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).depth_channel is False
+    assert CycleGANConfig().depth_channel is True
 
 
 def test_presets():
     paper = apply_preset(CycleGANConfig, PRESETS, "wolterink2017")
     assert (paper.image_size, paper.ngf, paper.n_blocks, paper.lambda_cycle, paper.lambda_identity) == (256, 64, 9, 10.0, 0.0)
     assert (paper.generator, paper.lambda_structure, paper.context, paper.lr) == ("resnet", 0.0, 1, 2e-4)
+    assert (paper.depth_channel, paper.lambda_histogram, paper.ct_scale) == (False, 0.0, "linear")
     fast = apply_preset(CycleGANConfig, PRESETS, "fast", ngf=8)
     assert fast.ngf == 8 and fast.n_blocks == CycleGANConfig().n_blocks
     with pytest.raises(UserError, match="unknown preset"):
@@ -219,7 +244,8 @@ def test_presets():
 def test_context_3_trains_slabs(phantom):
     recipe = build(tiny(phantom, context=3, lambda_identity=0.5))
     batch = recipe.sample_batch(np.random.default_rng(1))
-    assert batch["mr"].shape == (2, 3, 32, 32) and batch["ct"].shape == (2, 3, 32, 32)
+    assert batch["mr"].shape == (2, 4, 32, 32) and batch["ct"].shape == (2, 4, 32, 32)  # 3 slices + the depth map
+    assert recipe.nets["Syn_CT"](torch.from_numpy(batch["mr"])).shape == (2, 3, 32, 32)  # a slab out
     losses = recipe.train_step(batch, 0)
     assert all(np.isfinite(float(v)) for v in losses.values())
     assert recipe.synthesis_spec().context == 3
@@ -242,3 +268,61 @@ def test_cli_train_and_resume(phantom, tmp_path):
     assert ckpt.list_checkpoints(out)[-1].step == 3
     bad = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), "--mr", str(phantom)])
     assert isinstance(bad.exception, UserError) and "--mr and --ct" in str(bad.exception)
+
+
+def test_ct_scale_reaches_training_data_and_synthesis(phantom):
+    from counterfeit.data.phantom import load_dataset, subject_paths
+    from counterfeit.data.volumes import read_volume
+    from counterfeit.medical.intensity import ct_to_unit, unit_to_ct
+    from counterfeit.medical.slicing import volume_slices
+    from counterfeit.medical.synthesize import normalise_mr, predict_unit_slices, synthesize_volume
+
+    linear, asinh = build(tiny(phantom, depth_channel=False)), build(tiny(phantom, ct_scale="asinh", depth_channel=False))
+    for lin, asi in zip(linear.data.ct, asinh.data.ct):  # the same CTs, on the other scale
+        np.testing.assert_allclose(asi, ct_to_unit(unit_to_ct(lin), scale="asinh"), atol=1e-4)
+    spec = asinh.synthesis_spec()
+    assert spec.ct_scale == "asinh"
+    mr = read_volume(subject_paths(phantom, load_dataset(phantom)["splits"]["test"][0])["mr"], modality="mr")
+    unit = predict_unit_slices(spec, volume_slices(normalise_mr(spec, mr.array), context=spec.context))
+    np.testing.assert_allclose(synthesize_volume(asinh, mr).array, unit_to_ct(unit, scale="asinh"), rtol=1e-5, atol=1e-2)
+    with pytest.raises(UserError, match="--ct-scale"):
+        build(tiny(phantom, ct_scale="log"), data=False)
+
+
+def test_depth_channel_feeds_every_network_and_synthesis(phantom, tmp_path):
+    from counterfeit.data.phantom import load_dataset, subject_paths
+    from counterfeit.data.volumes import read_volume
+    from counterfeit.medical.intensity import depth_map, unit_to_ct
+    from counterfeit.medical.synthesize import input_slices, normalise_mr, predict_unit_slices, synthesize_volume
+
+    config = tiny(phantom, depth_channel=True, pool_size=2, lambda_histogram=1.0)
+    recipe = build(config)
+    assert all(recipe.nets[k].in_channels == 2 for k in NETS)  # image + depth, the discriminators too
+    batch = recipe.sample_batch(np.random.default_rng(0))
+    assert batch["mr"].shape[1] == batch["ct"].shape[1] == 2
+    before = {k: [p.detach().clone() for p in recipe.nets[k].parameters()] for k in NETS}
+    out = recipe.train_step(batch, 0)
+    # the histogram term compares depth band by depth band: the crops hold several bands and the body's outside
+    bands = depth_bands(torch.from_numpy(batch["mr"][:, -1:]))
+    assert -1 in bands and len(set(bands.unique().tolist()) - {-1}) >= 3
+    assert torch.isfinite(out["histogram"]) and float(out["histogram"]) > 0
+    for k in NETS:
+        assert all(not torch.equal(a, b) for a, b in zip(before[k], recipe.nets[k].parameters())), k
+    # The pool keeps each fake with its source's depth map.
+    assert recipe.pools["ct"].state_dict()["images"].shape[1] == 2
+    # Synthesis computes the MR's depth map from its own body mask and spacing, as training did.
+    mr = read_volume(subject_paths(phantom, load_dataset(phantom)["splits"]["test"][0])["mr"], modality="mr")
+    spec = recipe.synthesis_spec()
+    depth = depth_map(mr.array, "mr", mr.spacing)
+    expected = unit_to_ct(predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth)))
+    np.testing.assert_allclose(synthesize_volume(recipe, mr).array, expected, rtol=1e-5, atol=1e-2)
+    with pytest.raises(ValueError, match="depth map"):
+        input_slices(spec, normalise_mr(spec, mr.array))
+    # Exact resume holds with the extra channel (the loop's generic test covers the rest).
+    train(build(config), _loop(4), tmp_path / "full")
+    train(build(config), _loop(2), tmp_path / "part")
+    resume_run(tmp_path / "part", steps=4, device="cpu", progress=False)
+    a, b = load_run(tmp_path / "full", "cpu"), load_run(tmp_path / "part", "cpu")
+    for k in NETS:
+        for x, y in zip(a.nets[k].state_dict().values(), b.nets[k].state_dict().values()):
+            assert torch.allclose(x, y, rtol=0, atol=1e-6), k

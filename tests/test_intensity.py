@@ -38,6 +38,28 @@ def test_ct_conversion_accepts_int16_and_torch():
     np.testing.assert_allclose(out.numpy(), [-1024.0, 0.0, 3000.0], atol=1e-3)
 
 
+def test_asinh_scale_round_trip_edges_and_soft_tissue_slope():
+    torch = pytest.importorskip("torch")
+    hu = np.array([-3000.0, HU_WINDOW[0], -1000.0, -100.0, 0.0, 40.0, 550.0, 1400.0, HU_WINDOW[1], 5000.0])
+    x = ct_to_unit(hu, scale="asinh")
+    np.testing.assert_allclose(x[[0, 1, -2, -1]], [-1.0, -1.0, 1.0, 1.0], atol=1e-6)  # the window's edges, clipped beyond
+    assert np.all(np.diff(x[1:-1]) > 0)  # monotonic: every HU has its own unit value
+    np.testing.assert_allclose(unit_to_ct(x, scale="asinh"), np.clip(hu, *HU_WINDOW), rtol=1e-6, atol=1e-6)
+    t = unit_to_ct(torch.tensor(x), scale="asinh")
+    assert isinstance(t, torch.Tensor)
+    np.testing.assert_allclose(t.numpy(), np.clip(hu, *HU_WINDOW), rtol=1e-4, atol=1e-3)
+    # The point of the scale: 30 HU of soft-tissue contrast (CSF 10 vs grey matter 40) spans about 5.6x more of
+    # [-1, 1] than on the linear scale, and bone 2.4x less.
+    gain = lambda a, b: (ct_to_unit(b, scale="asinh") - ct_to_unit(a, scale="asinh")) / (ct_to_unit(b) - ct_to_unit(a))
+    assert 5.0 < gain(10.0, 40.0) < 6.0
+    assert 0.35 < gain(1350.0, 1450.0) < 0.5
+
+
+def test_unknown_ct_scale():
+    with pytest.raises(UserError, match="unknown CT scale 'log'"):
+        unit_to_ct(np.zeros(3), scale="log")
+
+
 def test_bad_window():
     with pytest.raises(UserError, match="low < high"):
         ct_to_unit(np.zeros(3), window=(100.0, -100.0))
@@ -107,3 +129,36 @@ def test_body_mask_keeps_largest_component_and_fills_holes():
 def test_body_mask_unknown_modality():
     with pytest.raises(UserError, match="unknown modality"):
         body_mask(np.zeros((4, 4)), "pet")
+
+
+def test_body_level_separates_air_from_fat_on_every_ct_scale():
+    # BODY_LEVEL thresholds normalised CT (samplers, structure-loss weights) whatever the run's CT scale.
+    from counterfeit.medical.intensity import CT_SCALES
+    from counterfeit.medical.slicing import BODY_LEVEL
+
+    for scale in CT_SCALES:
+        assert -900.0 < float(unit_to_ct(np.float32(BODY_LEVEL), scale=scale)) < -200.0, scale
+
+
+def test_depth_map_measures_mm_below_the_body_surface():
+    from counterfeit.medical.intensity import DEPTH_SCALE_MM, depth_map
+
+    shape = (9, 41, 41)
+    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    mask = (np.abs(y - 20) <= 15) & (np.abs(x - 20) <= 15)  # a square prism through every slice, 31 voxels wide
+    d = depth_map(np.zeros(shape), "ct", spacing=(2.0, 2.0, 5.0), mask=mask)  # (x, y, z) mm
+    assert d.dtype == np.float32 and d.shape == shape
+    assert np.all(d[~mask] == -1.0)
+    mm = (d + 1.0) / 2.0 * DEPTH_SCALE_MM
+    # In-plane: the centre is 16 voxels of 2 mm from the background; the slab's top and bottom faces are
+    # open to the volume's edge, which distance_transform_edt does not count as background.
+    assert mm[4, 20, 20] == pytest.approx(32.0)
+    assert mm[4, 20, 5] == pytest.approx(2.0)  # an edge voxel: one voxel (2 mm) from the outside
+    np.testing.assert_array_less(np.diff(mm[4, 20, 5:21]), 2.0 + 1e-4)  # rises by the x spacing per voxel
+    far = depth_map(np.zeros(shape), "ct", spacing=(5.0, 5.0, 5.0), mask=mask)
+    assert far[4, 20, 20] == 1.0  # 80 mm deep: beyond DEPTH_SCALE_MM, saturated
+    # Without a mask, the body comes from the image itself (CT: above -500 HU).
+    ct = np.where(mask, 40.0, -1000.0)
+    np.testing.assert_array_equal(depth_map(ct, "ct", spacing=(2.0, 2.0, 5.0)), d)
+    with pytest.raises(UserError, match="mask shape"):
+        depth_map(ct, "ct", spacing=(1.0, 1.0, 1.0), mask=mask[:, :10])

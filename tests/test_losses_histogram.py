@@ -53,3 +53,22 @@ def test_empty_mask_gives_zero_on_the_graph() -> None:
     assert float(loss.detach()) == 0.0 and loss.requires_grad
     with pytest.raises(ValueError, match="levels"):
         intensity_w1(x, mask, x, mask, levels=0)
+
+
+def test_banded_w1_sees_what_lies_at_which_depth():
+    from counterfeit.losses_histogram import banded_intensity_w1
+
+    # Reference: band 0 (shallow) holds fat (-0.5), band 1 (deeper) holds bone (0.8). The "swapped" image paints bone
+    # at the fat's depth and fat at the bone's: the same global histogram, the wrong one band by band.
+    bands = torch.tensor([[[[0, 0, 1, 1, -1]]]])
+    reference = torch.tensor([[[[-0.5, -0.5, 0.8, 0.8, -1.0]]]])
+    swapped = torch.tensor([[[[0.8, 0.8, -0.5, -0.5, -1.0]]]], requires_grad=True)
+    inside = bands >= 0
+    assert float(intensity_w1(swapped.detach(), inside, reference, inside)) == pytest.approx(0.0, abs=1e-6)
+    loss = banded_intensity_w1(swapped, bands, reference, bands, n_bands=2)
+    assert float(loss.detach()) == pytest.approx(1.3)  # |0.8 - (-0.5)| in each band
+    loss.backward()
+    assert swapped.grad[0, 0, 0, :4].abs().sum() > 0 and swapped.grad[0, 0, 0, 4] == 0  # outside: no pull
+    assert float(banded_intensity_w1(reference, bands, reference, bands, n_bands=2)) == pytest.approx(0.0, abs=1e-6)
+    # A band present on one side only is skipped; none in common gives 0.
+    assert float(banded_intensity_w1(swapped.detach(), bands, reference, torch.full_like(bands, 5), n_bands=2)) == 0.0

@@ -111,3 +111,18 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
     for k in ("G", "D"):
         for (name, x), y in zip(a.nets[k].state_dict().items(), b.nets[k].state_dict().values()):
             assert torch.allclose(x, y, rtol=0, atol=1e-6), f"{k}.{name}"
+
+
+def test_depth_channel_is_an_input_of_g_and_d(phantom):
+    recipe = build(tiny(phantom, depth_channel=True))
+    c = recipe.config.context
+    assert recipe.nets["G"].in_channels == c + 1 and recipe.nets["D"].in_channels == c + 2  # (MR, depth) + CT
+    batch = recipe.sample_batch(np.random.default_rng(0))
+    assert batch["mr"].shape[1] == c + 1 and batch["ct"].shape[1] == 1
+    before = {k: [p.detach().clone() for p in recipe.nets[k].parameters()] for k in ("G", "D")}
+    recipe.train_step(batch, 0)
+    for k in ("G", "D"):
+        assert all(not torch.equal(a, b) for a, b in zip(before[k], recipe.nets[k].parameters())), k
+    mr = read_volume(subject_paths(phantom, load_dataset(phantom)["splits"]["test"][0])["mr"], modality="mr")
+    sct = synthesize_volume(recipe, mr)
+    assert sct.array.shape == mr.array.shape and np.isfinite(sct.array).all()

@@ -107,6 +107,28 @@ def test_samplers_are_deterministic_given_rng():
         assert not np.array_equal(a[0], c[0])
 
 
+def test_aux_volumes_follow_each_sample_as_a_last_channel():
+    mrs = [_coded_volume(s) for s in range(3)]
+    cts = [_coded_volume(s) for s in range(3)]
+    aux = [-v for v in mrs]  # any volume on the same grid: here the negated image, so it can be checked pixel by pixel
+    for cls, kwargs in ((PairedSliceSampler, {}), (UnpairedSliceSampler, {"ct_aux": [-v for v in cts]})):
+        plain = cls(mrs, cts, context=3, crop=8, flip=True)
+        with_aux = cls(mrs, cts, context=3, crop=8, flip=True, mr_aux=aux, **kwargs)
+        mr0, ct0 = plain.sample(np.random.default_rng(4), 12)
+        mr, ct = with_aux.sample(np.random.default_rng(4), 12)
+        assert mr.shape == (12, 4, 8, 8)
+        np.testing.assert_array_equal(mr[:, :3], mr0)  # the same draws: the aux channel consumes no randomness
+        np.testing.assert_array_equal(mr[:, 3], -mr0[:, 1])  # same slice, crop and flip as the centre MR slice
+        if kwargs:
+            assert ct.shape == (12, 2, 8, 8)
+            np.testing.assert_array_equal(ct[:, 0], ct0[:, 0])
+            np.testing.assert_array_equal(ct[:, 1], -ct0[:, 0])
+    with pytest.raises(ValueError, match="mr_aux 1 has shape"):
+        PairedSliceSampler(mrs, cts, mr_aux=[aux[0], aux[1][:, :5], aux[2]])
+    with pytest.raises(ValueError, match="2 mr_aux volumes for 3"):
+        UnpairedSliceSampler(mrs, cts, mr_aux=aux[:2])
+
+
 def test_unpaired_sampler_draws_different_subjects():
     mrs = [_coded_volume(s) for s in range(3)]
     cts = [_coded_volume(s) for s in range(3)]

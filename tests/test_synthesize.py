@@ -90,9 +90,10 @@ def test_recipe_normalises_as_in_training(run_dir):
     spec = recipe.synthesis_spec()
     assert spec.mr_percentiles == (2.0, 98.0) and spec.generator is recipe.nets["Syn_CT"]
     mr = _mr(seed=1)
-    expected = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], mr_percentiles=(2.0, 98.0)), mr).array
+    assert spec.depth_channel  # the default: the MR's depth map is an input channel
+    expected = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], mr_percentiles=(2.0, 98.0), depth_channel=True), mr).array
     assert np.array_equal(synthesize_volume(recipe, mr).array, expected)
-    other = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"]), mr).array  # default percentiles differ
+    other = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], depth_channel=True), mr).array  # default percentiles differ
     assert not np.allclose(other, expected)
 
 

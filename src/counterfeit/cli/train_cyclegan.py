@@ -49,6 +49,8 @@ Generator = Annotated[Optional[str], typer.Option("--generator", help="resnet (t
 UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
 DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
+CtScale = Annotated[Optional[str], typer.Option("--ct-scale", help="How HU map onto the networks' [-1, 1]: linear (default) | asinh (soft tissue 5.6x wider, bone 2.4x narrower; docs/mr2ct_ablation.md, rounds 23-24).")]
+DepthChannel = Annotated[Optional[bool], typer.Option("--depth-channel/--no-depth-channel", help="Give every network each slice's depth below the body surface (from the image's own body mask) as one more channel (train cyclegan: on by default; train paired: off).")]
 Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random left-right flips of training slices.")]
 
 
@@ -115,12 +117,14 @@ def train_cyclegan(
     lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 2; the paper's preset: 10).")] = None,
     lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
     lambda_structure: Annotated[Optional[float], typer.Option("--lambda-structure", help="Weight of the MIND structure-consistency loss between each generator's input and output (default 1; 0: off, as in the paper).")] = None,
-    lambda_histogram: Annotated[Optional[float], typer.Option("--lambda-histogram", help="Weight of the loss matching each output's intensity distribution inside the body to a real image's of the target modality (default 0: off).")] = None,
+    lambda_histogram: Annotated[Optional[float], typer.Option("--lambda-histogram", help="Weight of the loss matching each output's intensity distribution inside the body to a real image's of the target modality, band by band of depth with --depth-channel (default 5; 0: off).")] = None,
     pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="History of generated images shown to the discriminators (default 50).")] = None,
     ema_decay: Annotated[Optional[float], typer.Option("--ema-decay", help="Synthesise with an exponential moving average of the MR->CT generator's weights with this decay per step (default 0: off).")] = None,
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
     flip: Flip = None,
+    ct_scale: CtScale = None,
+    depth_channel: DepthChannel = None,
     steps: Steps = 3000,
     minutes: Minutes = None,
     seed: Seed = 0,
@@ -146,7 +150,8 @@ def train_cyclegan(
             CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
-            lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, **_schedule(steps, decay_from),
+            lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel,
+            **_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
@@ -180,6 +185,8 @@ def train_paired(
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
     flip: Flip = None,
+    ct_scale: CtScale = None,
+    depth_channel: DepthChannel = None,
     steps: Steps = 3000,
     minutes: Minutes = None,
     seed: Seed = 0,
@@ -204,7 +211,7 @@ def train_paired(
         config = apply_preset(
             PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
-            lambda_l1=lambda_l1, lr=lr, flip=flip, **_schedule(steps, decay_from),
+            lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel, **_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():

@@ -1,7 +1,9 @@
 """Intensity normalisation for MR and CT, and body masks.
 
-Networks see both modalities in [-1, 1] (tanh outputs). CT maps linearly from a fixed HU window,
-so `unit_to_ct` recovers Hounsfield units exactly inside the window; MR has no absolute scale,
+Networks see both modalities in [-1, 1] (tanh outputs). CT maps from a fixed HU window, linearly
+or (scale "asinh") through an inverse hyperbolic sine centred on soft tissue, which spreads the few
+tens of HU between brain, CSF and fat over more of [-1, 1]; `unit_to_ct` recovers Hounsfield units
+exactly inside the window; MR has no absolute scale,
 so each volume is mapped by its own robust percentiles. The converters accept numpy arrays and
 also torch tensors (anything with `.clip`), so training code can compute losses in HU.
 """
@@ -16,20 +18,53 @@ HU_WINDOW = (-1024.0, 3000.0)
 MR_PERCENTILES = (0.5, 99.5)
 CT_BODY_THRESHOLD_HU = -500.0  # between air (-1000) and fat (-100)
 MR_BODY_FRACTION = 0.2  # of the 99th percentile: above the background noise, below every tissue but bone
+CT_SCALES = ("linear", "asinh")
+# The "asinh" scale: linear within about ASINH_WIDTH_HU of ASINH_CENTRE_HU, logarithmic beyond. With the
+# default window its slope at soft tissue is 5.6x the linear scale's, and 2.4x smaller at cortical bone.
+ASINH_CENTRE_HU = 40.0
+ASINH_WIDTH_HU = 100.0
+DEPTH_SCALE_MM = 60.0  # depth_map: depth below the body surface mapped onto [-1, 1] up to this depth
 
 
-def ct_to_unit(hu, window: tuple[float, float] = HU_WINDOW):
-    """Clip Hounsfield units to `window` and map it linearly onto [-1, 1]."""
+def ct_to_unit(hu, window: tuple[float, float] = HU_WINDOW, scale: str = "linear"):
+    """Clip Hounsfield units to `window` and map it onto [-1, 1] on `scale` (see CT_SCALES)."""
     lo, hi = _window(window)
     hu = _as_array(hu)
+    if _scale(scale) == "asinh":
+        a, b = _asinh_coefficients(lo, hi)
+        return (_asinh((hu.clip(lo, hi) - ASINH_CENTRE_HU) / ASINH_WIDTH_HU) * a + b).clip(-1.0, 1.0)
     return (hu.clip(lo, hi) - lo) / (hi - lo) * 2.0 - 1.0  # divide, not multiply: exact at the edges
 
 
-def unit_to_ct(x, window: tuple[float, float] = HU_WINDOW):
+def unit_to_ct(x, window: tuple[float, float] = HU_WINDOW, scale: str = "linear"):
     """Inverse of `ct_to_unit`: [-1, 1] -> HU (values outside [-1, 1] are clipped first)."""
     lo, hi = _window(window)
-    x = _as_array(x)
-    return (x.clip(-1.0, 1.0) + 1.0) / 2.0 * (hi - lo) + lo
+    x = _as_array(x).clip(-1.0, 1.0)
+    if _scale(scale) == "asinh":
+        a, b = _asinh_coefficients(lo, hi)
+        return (_sinh((x - b) / a) * ASINH_WIDTH_HU + ASINH_CENTRE_HU).clip(lo, hi)
+    return (x + 1.0) / 2.0 * (hi - lo) + lo
+
+
+def _asinh_coefficients(lo: float, hi: float) -> tuple[float, float]:
+    """a, b with a * asinh((HU - centre) / width) + b equal to -1 at `lo` and 1 at `hi`."""
+    s_lo, s_hi = (float(np.arcsinh((v - ASINH_CENTRE_HU) / ASINH_WIDTH_HU)) for v in (lo, hi))
+    a = 2.0 / (s_hi - s_lo)
+    return a, 1.0 - a * s_hi
+
+
+def _asinh(x):
+    return x.asinh() if hasattr(x, "asinh") else np.arcsinh(x)  # a torch tensor, or numpy
+
+
+def _sinh(x):
+    return x.sinh() if hasattr(x, "sinh") else np.sinh(x)
+
+
+def _scale(scale: str) -> str:
+    if scale not in CT_SCALES:
+        raise UserError(f"unknown CT scale {scale!r}; expected one of {', '.join(CT_SCALES)}")
+    return scale
 
 
 def mr_range(
@@ -83,6 +118,27 @@ def body_mask(array: np.ndarray, modality: str) -> np.ndarray:
         for k in range(mask.shape[0]):
             mask[k] = ndimage.binary_fill_holes(mask[k])
     return mask
+
+
+def depth_map(array: np.ndarray, modality: str, spacing: tuple[float, float, float],
+              mask: np.ndarray | None = None) -> np.ndarray:
+    """Depth below the body surface, normalised like the images: -1 outside the body and at its surface,
+    rising linearly to 1 at `DEPTH_SCALE_MM` (mm) and beyond (float32, the volume's shape).
+
+    `spacing` is (x, y, z) in mm as in `Volume.spacing`; the body is `mask` if given, else
+    `body_mask(array, modality)`. In a head the scalp, fat and skull lie at nearly fixed depths
+    (about 2-20 mm) and CSF and brain deeper, which MR intensity alone cannot tell: bone, air and
+    CSF are all dark in T1 (docs/mr2ct_ablation.md, round 27).
+    """
+    from scipy import ndimage
+
+    array = np.asarray(array)
+    body = np.asarray(mask, dtype=bool) if mask is not None else body_mask(array, modality)
+    if body.shape != array.shape:
+        raise UserError(f"depth map: mask shape {body.shape} differs from the volume's {array.shape}")
+    sampling = tuple(float(s) for s in spacing)[::-1][-array.ndim:]  # (x, y, z) -> the array's (z, y, x)
+    depth = ndimage.distance_transform_edt(body, sampling=sampling) if body.any() else np.zeros(array.shape)
+    return (np.clip(depth / DEPTH_SCALE_MM, 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
 
 
 def _window(window: tuple[float, float]) -> tuple[float, float]:

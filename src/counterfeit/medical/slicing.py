@@ -120,7 +120,8 @@ class PairedSliceSampler:
     of neighbouring MR slices as channels (1 = 2D, 3 = 2.5D); `ct_context` likewise for CT.
     crop: square crop size (None = whole slices, which must then share one size); slices smaller
     than the crop are padded with background. flip: random left-right flips. masks: body masks
-    (one per subject) to find the slices worth training on.
+    (one per subject) to find the slices worth training on. mr_aux: optional volumes on the MR
+    grids (e.g. depth maps) appended to each MR sample as one more channel, same slice and crop.
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class PairedSliceSampler:
         masks: Sequence[np.ndarray] | None = None,
         min_body_fraction: float = MIN_BODY_FRACTION,
         ct_context: int = 1,
+        mr_aux: Sequence[np.ndarray] | None = None,
     ) -> None:
         if len(mr_vols) != len(ct_vols):
             raise ValueError(f"paired sampling needs as many MR as CT volumes, got {len(mr_vols)} and {len(ct_vols)}")
@@ -146,6 +148,7 @@ class PairedSliceSampler:
             masks = [(np.asarray(mr) > BODY_LEVEL) | (np.asarray(ct) > BODY_LEVEL) for mr, ct in zip(mr_vols, ct_vols)]
         self.mr = SliceStack(mr_vols, axis=axis, masks=masks, min_body_fraction=min_body_fraction)
         self.ct = SliceStack(ct_vols, axis=axis, masks=masks, min_body_fraction=min_body_fraction)
+        self.mr_aux = _aux_stack(mr_aux, mr_vols, axis, "mr_aux")
         self.context, self.ct_context, self.crop, self.flip = context, ct_context, crop, flip
         _check_sampler_args(context, ct_context, crop, [self.mr, self.ct])
 
@@ -156,7 +159,7 @@ class PairedSliceSampler:
         """(mr (B, context, crop, crop), ct (B, ct_context, crop, crop)) float32, same subject and slice."""
         picks = self.mr.items[rng.integers(0, len(self.mr), size=batch_size)]
         windows = _crop_windows(rng, self.mr, picks[:, 0], self.crop, self.flip)
-        mr = _gather(self.mr, picks, self.context, windows, self.crop)
+        mr = _gather(self.mr, picks, self.context, windows, self.crop, self.mr_aux)
         ct = _gather(self.ct, picks, self.ct_context, windows, self.crop)
         return mr, ct
 
@@ -167,7 +170,8 @@ class UnpairedSliceSampler:
     MR and CT lists may differ in length. When they hold the same subjects in the same order
     (e.g. both taken from a paired data set), `distinct_subjects=True` never pairs an MR slice
     with a CT slice of the same subject. `masks` apply to MR (and to CT if `ct_masks` is None and
-    the counts match). Other arguments as in `PairedSliceSampler`; crops and flips are independent.
+    the counts match). `ct_aux` is to CT what `mr_aux` is to MR. Other arguments as in
+    `PairedSliceSampler`; crops and flips are independent.
     """
 
     def __init__(
@@ -184,11 +188,15 @@ class UnpairedSliceSampler:
         ct_context: int = 1,
         ct_masks: Sequence[np.ndarray] | None = None,
         distinct_subjects: bool = True,
+        mr_aux: Sequence[np.ndarray] | None = None,
+        ct_aux: Sequence[np.ndarray] | None = None,
     ) -> None:
         if ct_masks is None and masks is not None and len(masks) == len(ct_vols):
             ct_masks = masks
         self.mr = SliceStack(mr_vols, axis=axis, masks=masks, min_body_fraction=min_body_fraction)
         self.ct = SliceStack(ct_vols, axis=axis, masks=ct_masks, min_body_fraction=min_body_fraction)
+        self.mr_aux = _aux_stack(mr_aux, mr_vols, axis, "mr_aux")
+        self.ct_aux = _aux_stack(ct_aux, ct_vols, axis, "ct_aux")
         self.context, self.ct_context, self.crop, self.flip = context, ct_context, crop, flip
         self.distinct_subjects = distinct_subjects and len(mr_vols) == len(ct_vols) > 1
         _check_sampler_args(context, ct_context, crop, [self.mr, self.ct])
@@ -209,8 +217,8 @@ class UnpairedSliceSampler:
         ct_picks = self.ct.items[ct_index]
         mr_windows = _crop_windows(rng, self.mr, mr_picks[:, 0], self.crop, self.flip)
         ct_windows = _crop_windows(rng, self.ct, ct_picks[:, 0], self.crop, self.flip)
-        mr = _gather(self.mr, mr_picks, self.context, mr_windows, self.crop)
-        ct = _gather(self.ct, ct_picks, self.ct_context, ct_windows, self.crop)
+        mr = _gather(self.mr, mr_picks, self.context, mr_windows, self.crop, self.mr_aux)
+        ct = _gather(self.ct, ct_picks, self.ct_context, ct_windows, self.crop, self.ct_aux)
         return mr, ct
 
 
@@ -246,10 +254,26 @@ def _crop_windows(
     return np.stack([top, left, flips.astype(np.int64)], axis=1)
 
 
-def _gather(stack: SliceStack, picks: np.ndarray, context: int, windows: np.ndarray, crop: int | None) -> np.ndarray:
+def _aux_stack(aux: Sequence[np.ndarray] | None, volumes: Sequence[np.ndarray], axis: int, name: str) -> SliceStack | None:
+    """Auxiliary volumes as a SliceStack (only its `slices` are used: samples follow the main stack's picks)."""
+    if aux is None:
+        return None
+    if len(aux) != len(volumes):
+        raise ValueError(f"got {len(aux)} {name} volumes for {len(volumes)} images")
+    for i, (a, v) in enumerate(zip(aux, volumes)):
+        if np.shape(a) != np.shape(v):
+            raise ValueError(f"{name} {i} has shape {np.shape(a)}, its image {np.shape(v)}")
+    return SliceStack(aux, axis=axis, masks=[np.ones(np.shape(a), dtype=bool) for a in aux])
+
+
+def _gather(stack: SliceStack, picks: np.ndarray, context: int, windows: np.ndarray, crop: int | None,
+            aux: SliceStack | None = None) -> np.ndarray:
+    """The picked slices (with `context` neighbours, plus the centre slice of `aux` as a last channel), cropped."""
     out = []
     for (vol, index), (top, left, flipped) in zip(picks, windows):
         img = stack.slices(int(vol), int(index), context)
+        if aux is not None:
+            img = np.concatenate([img, aux.slices(int(vol), int(index), 1)], axis=0)
         if crop is not None:
             img = img[:, top : top + crop, left : left + crop]
             if img.shape[1] < crop or img.shape[2] < crop:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from counterfeit.data.volumes import Volume
-from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, mr_to_unit, unit_to_ct
+from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, depth_map, mr_to_unit, unit_to_ct
 from counterfeit.medical.slicing import pad_to_multiple, volume_slices
 
 
@@ -34,6 +34,8 @@ class SynthesisSpec:
     multiple: int = 4  # input height and width must be multiples of this
     mr_percentiles: tuple[float, float] = MR_PERCENTILES
     hu_window: tuple[float, float] = HU_WINDOW
+    ct_scale: str = "linear"
+    depth_channel: bool = False  # the MR's depth map (intensity.depth_map) follows its slices as one more channel
 
 
 def synthesis_spec(model: Any) -> SynthesisSpec:
@@ -75,6 +77,16 @@ def normalise_mr(spec: SynthesisSpec, mr: np.ndarray) -> np.ndarray:
     return mr_to_unit(mr, tuple(spec.mr_percentiles))
 
 
+def input_slices(spec: SynthesisSpec, mr_unit: np.ndarray, mr_depth: np.ndarray | None = None) -> np.ndarray:
+    """The generator's input for a normalised MR volume (axis 0 slices): (S, context [+ 1 depth], H, W)."""
+    slices = volume_slices(mr_unit, axis=0, context=spec.context)
+    if not spec.depth_channel:
+        return slices
+    if mr_depth is None:
+        raise ValueError("this model takes the MR's depth map as an input channel: pass mr_depth")
+    return np.concatenate([slices, volume_slices(mr_depth, axis=0, context=1)], axis=1)
+
+
 def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
     """Synthetic CT (float32 HU) for the MR volume `mr`, on the same grid.
 
@@ -84,9 +96,9 @@ def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
     spec = synthesis_spec(model)
     if mr.array.ndim != 3:
         raise ValueError(f"synthesize_volume expects a 3D volume, got shape {mr.array.shape}")
-    slices = volume_slices(normalise_mr(spec, mr.array), axis=0, context=spec.context)
-    unit = predict_unit_slices(spec, slices, batch_size=batch_size)
-    hu = unit_to_ct(unit, tuple(spec.hu_window)).astype(np.float32)
+    depth = depth_map(mr.array, "mr", mr.spacing) if spec.depth_channel else None
+    unit = predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth), batch_size=batch_size)
+    hu = unit_to_ct(unit, tuple(spec.hu_window), spec.ct_scale).astype(np.float32)
     return mr.with_array(hu)
 
 

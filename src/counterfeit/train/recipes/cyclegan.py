@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from counterfeit.errors import UserError
 from counterfeit.losses import get_objective
-from counterfeit.losses_histogram import intensity_w1
+from counterfeit.losses_histogram import banded_intensity_w1, intensity_w1
 from counterfeit.losses_structure import mind_loss
 from counterfeit.nets.patchgan import PatchDiscriminator
 from counterfeit.train.image_pool import ImagePool
@@ -50,7 +50,9 @@ from counterfeit.train.recipes.mr2ct_common import (
     draw_crop_offsets,
     resolve_d_crop,
     set_requires_grad,
+    split_depth,
     validate_common,
+    with_depth,
 )
 
 
@@ -78,6 +80,19 @@ def closed_body(image: torch.Tensor, radius: int = 3) -> torch.Tensor:
     return -F.max_pool2d(-body, 2 * radius + 1, stride=1, padding=radius) > 0.5  # erosion
 
 
+# Inner edges of the depth bands (mm below the body surface) of the banded histogram loss: skin, fat, skull, brain.
+DEPTH_BANDS_MM = (3.0, 6.0, 9.0, 12.0, 20.0, 40.0)
+
+
+def depth_bands(depth: torch.Tensor) -> torch.Tensor:
+    """Band index (0 = shallowest) of each pixel of a depth channel (intensity.depth_map units); -1 outside the body."""
+    from counterfeit.medical.intensity import DEPTH_SCALE_MM
+
+    mm = (depth + 1.0) * (DEPTH_SCALE_MM / 2.0)
+    bands = torch.bucketize(mm, torch.tensor(DEPTH_BANDS_MM, dtype=depth.dtype, device=depth.device))
+    return torch.where(depth > -1.0, bands, torch.full_like(bands, -1))
+
+
 # Indices of the per-sample discriminator crops drawn in sample_batch.
 REAL_CT, FAKE_CT, REAL_MR, FAKE_MR = range(4)
 
@@ -89,13 +104,16 @@ class CycleGANConfig(MR2CTConfig):
     lambda_cycle: float = 2.0  # the paper's 10 held the fat-as-bone solution in place (docs/mr2ct_ablation.md)
     lambda_identity: float = 0.0  # as a fraction of lambda_cycle (CycleGAN code uses 0.5); 0: off, as in the paper
     lambda_structure: float = 1.0  # MIND structure consistency of each generator's input and output (Yang et al. 2018)
-    lambda_histogram: float = 0.0  # W1 between each output's and a real target image's intensities inside the body
+    # W1 between each output's and a real target image's intensities inside the body; with the depth channel,
+    # band by band of depth below the surface, which is what keeps fat from being painted as bone (round 28)
+    lambda_histogram: float = 5.0
     pool_size: int = 50
     distinct_subjects: bool = True  # never pair an MR slice with a CT slice of the same subject
     ema_decay: float = 0.0  # > 0: synthesise with a moving average of Syn_CT's weights, updated after each step
+    depth_channel: bool = True  # every network also sees the depth below the body surface (MR2CTConfig; round 27)
 
-    # Runs saved before the structure loss existed trained without it: resume them that way.
-    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"lambda_structure": 0.0}
+    # Runs saved before an option existed trained without it: resume them that way.
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"lambda_structure": 0.0, "depth_channel": False}
 
 
 # Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults, chosen by
@@ -105,7 +123,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "ngf": 64, "n_blocks": 9,
                       "ndf": 64, "d_layers": 3, "lambda_cycle": 10.0, "lambda_identity": 0.0, "lambda_structure": 0.0,
-                      "lambda_histogram": 0.0, "pool_size": 50, "ema_decay": 0.0, "lr": 2e-4, "beta1": 0.5},
+                      "lambda_histogram": 0.0, "pool_size": 50, "ema_decay": 0.0, "lr": 2e-4, "beta1": 0.5,
+                      "depth_channel": False, "ct_scale": "linear"},
 }
 
 
@@ -134,12 +153,13 @@ class CycleGANRecipe(MR2CTRecipe):
         self.size_multiple = validate_config(config)
         self.d_crop = resolve_d_crop(config)
         c = config.context
+        d = int(config.depth_channel)  # with a depth map, every network also sees it: D judges intensity at a depth
 
         def generator() -> torch.nn.Module:
-            return build_generator(config, c, c)
+            return build_generator(config, c + d, c)
 
         def discriminator() -> PatchDiscriminator:
-            return PatchDiscriminator(c, ndf=config.ndf, n_layers=config.d_layers, norm=config.norm)
+            return PatchDiscriminator(c + d, ndf=config.ndf, n_layers=config.d_layers, norm=config.norm)
 
         self.nets = {"Syn_CT": generator(), "Syn_MR": generator(), "Dis_CT": discriminator(), "Dis_MR": discriminator()}
         if config.ema_decay > 0:  # saved and restored with the other nets; never trained by an optimiser
@@ -163,6 +183,7 @@ class CycleGANRecipe(MR2CTRecipe):
         return UnpairedSliceSampler(
             data.mr, data.ct, context=c.context, ct_context=c.context, crop=c.image_size, flip=c.flip,
             masks=data.masks, ct_masks=[v > BODY_LEVEL for v in data.ct], distinct_subjects=c.distinct_subjects,
+            mr_aux=data.mr_depth, ct_aux=data.ct_depth,
         )
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -186,33 +207,42 @@ class CycleGANRecipe(MR2CTRecipe):
     # --- one step -------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         b = self.to_device(batch)
-        mr, ct, crops = b["mr"], b["ct"], b["crops"]
-        syn_ct, syn_mr, dis_ct, dis_mr = (self.nets[k] for k in ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR"))
         c, obj, size = self.config, self.objective, self.d_crop
+        # A fake keeps its source's depth map: the MR's geometry is the synthetic CT's.
+        mr, mr_depth = split_depth(b["mr"], c.depth_channel)
+        ct, ct_depth = split_depth(b["ct"], c.depth_channel)
+        crops = b["crops"]
+        syn_ct, syn_mr, dis_ct, dis_mr = (self.nets[k] for k in ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR"))
 
         # Generators: every fake is computed once here and reused (detached) by the discriminators.
         set_requires_grad((dis_ct, dis_mr), False)
-        fake_ct = syn_ct(mr)
-        fake_mr = syn_mr(ct)
-        rec_mr = syn_mr(fake_ct)
-        rec_ct = syn_ct(fake_mr)
-        adv_ct = obj.g_loss(dis_ct(crop_batch(fake_ct, crops[:, FAKE_CT], size)))
-        adv_mr = obj.g_loss(dis_mr(crop_batch(fake_mr, crops[:, FAKE_MR], size)))
+        fake_ct = syn_ct(with_depth(mr, mr_depth))
+        fake_mr = syn_mr(with_depth(ct, ct_depth))
+        rec_mr = syn_mr(with_depth(fake_ct, mr_depth))
+        rec_ct = syn_ct(with_depth(fake_mr, ct_depth))
+        adv_ct = obj.g_loss(dis_ct(crop_batch(with_depth(fake_ct, mr_depth), crops[:, FAKE_CT], size)))
+        adv_mr = obj.g_loss(dis_mr(crop_batch(with_depth(fake_mr, ct_depth), crops[:, FAKE_MR], size)))
         cycle = c.lambda_cycle * (F.l1_loss(rec_mr, mr) + F.l1_loss(rec_ct, ct))
         loss_g = adv_ct + adv_mr + cycle
         out = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle}
         if c.lambda_identity > 0:
-            identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(ct), ct) + F.l1_loss(syn_mr(mr), mr))
+            identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(with_depth(ct, ct_depth)), ct)
+                                                             + F.l1_loss(syn_mr(with_depth(mr, mr_depth)), mr))
             loss_g = loss_g + identity
             out["identity"] = identity
         if c.lambda_structure > 0:
             structure = c.lambda_structure * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
             loss_g = loss_g + structure
             out["structure"] = structure
-        if c.lambda_histogram > 0:
+        if c.lambda_histogram > 0 and c.depth_channel:  # the same, depth band by depth band
+            b_mr, b_ct, n = depth_bands(mr_depth), depth_bands(ct_depth), len(DEPTH_BANDS_MM) + 1
+            histogram = c.lambda_histogram * (banded_intensity_w1(fake_ct, b_mr, ct, b_ct, n)
+                                              + banded_intensity_w1(fake_mr, b_ct, mr, b_mr, n))
+        elif c.lambda_histogram > 0:
             body_mr, body_ct = closed_body(mr), closed_body(ct)
             histogram = c.lambda_histogram * (intensity_w1(fake_ct, body_mr, ct, body_ct)
                                               + intensity_w1(fake_mr, body_ct, mr, body_mr))
+        if c.lambda_histogram > 0:
             loss_g = loss_g + histogram
             out["histogram"] = histogram
         self.optimizers["G"].zero_grad(set_to_none=True)
@@ -223,11 +253,11 @@ class CycleGANRecipe(MR2CTRecipe):
         set_requires_grad((dis_ct, dis_mr), True)
 
         # Discriminators: real images vs fakes from the history pools, all randomly cropped.
-        pooled_ct = self.pools["ct"].query(fake_ct)
-        pooled_mr = self.pools["mr"].query(fake_mr)
-        loss_d_ct = obj.d_loss(dis_ct(crop_batch(ct, crops[:, REAL_CT], size)),
+        pooled_ct = self.pools["ct"].query(with_depth(fake_ct, mr_depth))
+        pooled_mr = self.pools["mr"].query(with_depth(fake_mr, ct_depth))
+        loss_d_ct = obj.d_loss(dis_ct(crop_batch(with_depth(ct, ct_depth), crops[:, REAL_CT], size)),
                                dis_ct(crop_batch(pooled_ct, crops[:, FAKE_CT], size)))
-        loss_d_mr = obj.d_loss(dis_mr(crop_batch(mr, crops[:, REAL_MR], size)),
+        loss_d_mr = obj.d_loss(dis_mr(crop_batch(with_depth(mr, mr_depth), crops[:, REAL_MR], size)),
                                dis_mr(crop_batch(pooled_mr, crops[:, FAKE_MR], size)))
         self.optimizers["D"].zero_grad(set_to_none=True)
         (loss_d_ct + loss_d_mr).backward()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from counterfeit.errors import UserError
-from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, ct_to_unit, mr_to_unit
+from counterfeit.medical.intensity import CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, mr_to_unit
 from counterfeit.nets.patchgan import min_input_size, receptive_field
 from counterfeit.train.recipe import Recipe
 
@@ -69,6 +69,8 @@ class MR2CTConfig:
     # intensity conventions (recorded so that synthesis normalises exactly as training did)
     mr_percentiles: tuple = MR_PERCENTILES
     hu_window: tuple = HU_WINDOW
+    ct_scale: str = "linear"  # how HU map onto the networks' [-1, 1]: "linear" or "asinh" (intensity.CT_SCALES)
+    depth_channel: bool = False  # give networks each slice's depth below the body surface as an extra channel
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
 
 
@@ -150,6 +152,8 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--blocks must be >= 0, got {config.n_blocks}")
     if config.lr <= 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")
+    if config.ct_scale not in CT_SCALES:
+        raise UserError(f"--ct-scale must be one of {', '.join(CT_SCALES)}, got {config.ct_scale!r}")
     resolve_d_crop(config)
     return multiple
 
@@ -185,6 +189,16 @@ def crop_batch(x: torch.Tensor, offsets: torch.Tensor | np.ndarray, size: int) -
     return torch.stack([x[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(corners)])
 
 
+def split_depth(x: torch.Tensor, depth_channel: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A sampled batch's image channels and, with `depth_channel`, its last channel: the depth map."""
+    return (x[:, :-1], x[:, -1:]) if depth_channel else (x, None)
+
+
+def with_depth(x: torch.Tensor, depth: torch.Tensor | None) -> torch.Tensor:
+    """Images with their depth map as one more channel (unchanged without one)."""
+    return x if depth is None else torch.cat([x, depth], 1)
+
+
 def set_requires_grad(nets: Sequence[nn.Module], flag: bool) -> None:
     """Freeze discriminators during the generator update (saves computing their weight gradients)."""
     for net in nets:
@@ -203,6 +217,7 @@ class PreviewCase:
     mr_unit: np.ndarray
     ct_hu: np.ndarray | None  # reference on the MR grid (the phantom's aligned CT), or None
     mask: np.ndarray | None
+    mr_depth: np.ndarray | None = None  # with `depth_channel`: intensity.depth_map of the MR
 
 
 @dataclass
@@ -214,6 +229,8 @@ class MR2CTData:
     masks: list[np.ndarray] | None  # body masks on the MR grids
     preview: list[PreviewCase]
     preview_split: str  # "val" (held out) or "train"
+    mr_depth: list[np.ndarray] | None = None  # with `depth_channel`: intensity.depth_map of each volume
+    ct_depth: list[np.ndarray] | None = None
 
 
 def load_mr2ct_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
@@ -236,7 +253,7 @@ def _norm_mr(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
 
 
 def _norm_ct(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
-    return np.asarray(ct_to_unit(array, tuple(config.hu_window)), dtype=np.float32)
+    return np.asarray(ct_to_unit(array, tuple(config.hu_window), config.ct_scale), dtype=np.float32)
 
 
 def _phantom_data(config: MR2CTConfig) -> MR2CTData:
@@ -250,21 +267,37 @@ def _phantom_data(config: MR2CTConfig) -> MR2CTData:
     mr, ct, masks = [], [], []
     for sid in train_ids:
         paths = subject_paths(info["root"], sid)
-        mr.append(_norm_mr(config, read_volume(paths["mr"], modality="mr").array))
-        ct.append(_norm_ct(config, read_volume(paths["ct"], modality="ct").array))
+        mr.append(read_volume(paths["mr"], modality="mr"))
+        ct.append(read_volume(paths["ct"], modality="ct"))
         masks.append(read_volume(paths["mask"], modality="mask").array)
     held_out = info["splits"].get("val") or []
     split = "val" if held_out else "train"
     preview = []
     for sid in (held_out or train_ids)[: config.preview_subjects]:
         paths = subject_paths(info["root"], sid)
+        mr_vol = read_volume(paths["mr"], modality="mr")
         preview.append(PreviewCase(
             sid,
-            _norm_mr(config, read_volume(paths["mr"], modality="mr").array),
+            _norm_mr(config, mr_vol.array),
             read_volume(paths["ct_aligned"], modality="ct").array,
             read_volume(paths["mask"], modality="mask").array.astype(bool),
+            _depth(config, mr_vol, "mr"),
         ))
-    return MR2CTData(mr, ct, masks, preview, split)
+    return MR2CTData([_norm_mr(config, v.array) for v in mr], [_norm_ct(config, v.array) for v in ct], masks,
+                     preview, split, *_depths(config, mr, ct))
+
+
+def _depth(config: MR2CTConfig, volume: Any, modality: str) -> np.ndarray | None:
+    """The volume's depth map when the config asks for one; from its own body mask, as synthesis computes it."""
+    from counterfeit.medical.intensity import depth_map
+
+    return depth_map(volume.array, modality, volume.spacing) if config.depth_channel else None
+
+
+def _depths(config: MR2CTConfig, mr: list[Any], ct: list[Any]) -> tuple[list | None, list | None]:
+    if not config.depth_channel:
+        return None, None
+    return [_depth(config, v, "mr") for v in mr], [_depth(config, v, "ct") for v in ct]
 
 
 def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
@@ -291,18 +324,20 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     if paired:
         for s in subjects:
             check_same_grid(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
-        ct_list = [_norm_ct(config, ct_vols[s].array) for s in subjects]
-    else:
-        ct_list = [_norm_ct(config, ct_vols[s].array) for s in sorted(ct_vols)]
+    ct_subjects = subjects if paired else sorted(ct_vols)
+    ct_list = [_norm_ct(config, ct_vols[s].array) for s in ct_subjects]
     mr_list = [_norm_mr(config, mr_vols[s].array) for s in subjects]
     mask_list = [masks[s].array for s in subjects] if masks else None
+    mr_depth, ct_depth = _depths(config, [mr_vols[s] for s in subjects], [ct_vols[s] for s in ct_subjects])
     preview = []
     for s in subjects[: config.preview_subjects]:
         ref = ct_vols.get(s)
         same_grid = ref is not None and ref.shape == mr_vols[s].shape
-        preview.append(PreviewCase(s, mr_list[subjects.index(s)], ref.array if same_grid else None,
-                                   masks[s].array.astype(bool) if s in masks else None))
-    return MR2CTData(mr_list, ct_list, mask_list, preview, "train")
+        i = subjects.index(s)
+        preview.append(PreviewCase(s, mr_list[i], ref.array if same_grid else None,
+                                   masks[s].array.astype(bool) if s in masks else None,
+                                   mr_depth[i] if mr_depth else None))
+    return MR2CTData(mr_list, ct_list, mask_list, preview, "train", mr_depth, ct_depth)
 
 
 # --- the base recipe --------------------------------------------------------------------
@@ -333,7 +368,8 @@ class MR2CTRecipe(Recipe):
 
         c = self.config
         return SynthesisSpec(self.synthesis_generator(), context=c.context, multiple=self.size_multiple,
-                             mr_percentiles=tuple(c.mr_percentiles), hu_window=tuple(c.hu_window))
+                             mr_percentiles=tuple(c.mr_percentiles), hu_window=tuple(c.hu_window),
+                             ct_scale=c.ct_scale, depth_channel=c.depth_channel)
 
     def _preview(self) -> list[PreviewCase]:
         data = getattr(self, "data", None)
@@ -342,8 +378,7 @@ class MR2CTRecipe(Recipe):
     def metrics(self, step: int) -> dict[str, float]:
         """Mean absolute error (HU, inside the body) of whole-volume synthesis on the preview cases."""
         from counterfeit.medical.intensity import body_mask, unit_to_ct
-        from counterfeit.medical.slicing import volume_slices
-        from counterfeit.medical.synthesize import predict_unit_slices
+        from counterfeit.medical.synthesize import input_slices, predict_unit_slices
 
         cases = [c for c in self._preview() if c.ct_hu is not None]
         if not cases:
@@ -351,8 +386,8 @@ class MR2CTRecipe(Recipe):
         spec = self.synthesis_spec()
         errors = []
         for case in cases:
-            unit = predict_unit_slices(spec, volume_slices(case.mr_unit, context=spec.context))
-            sct = unit_to_ct(unit, spec.hu_window)
+            unit = predict_unit_slices(spec, input_slices(spec, case.mr_unit, case.mr_depth))
+            sct = unit_to_ct(unit, spec.hu_window, spec.ct_scale)
             inside = case.mask if case.mask is not None else body_mask(case.ct_hu, "ct")
             errors.append(float(np.abs(sct - case.ct_hu)[inside].mean()))
         return {f"{self.data.preview_split}_mae_hu": float(np.mean(errors))}
@@ -360,8 +395,7 @@ class MR2CTRecipe(Recipe):
     def write_samples(self, step: int, out_dir: Path) -> None:
         """A grid per call: rows of axial slices, columns MR | synthetic CT | real CT | |error|."""
         from counterfeit.medical.intensity import unit_to_ct
-        from counterfeit.medical.slicing import volume_slices
-        from counterfeit.medical.synthesize import predict_unit_slices
+        from counterfeit.medical.synthesize import input_slices, predict_unit_slices
 
         cases = self._preview()
         if not cases:
@@ -371,10 +405,11 @@ class MR2CTRecipe(Recipe):
         for case in cases:
             for z in _preview_levels(case):
                 # Only the slab around z is sliced; at the volume's ends it repeats end slices as inference does.
-                first = max(0, z - spec.context // 2)
-                window = volume_slices(case.mr_unit[first : z + spec.context // 2 + 1], context=spec.context)
+                first, last = max(0, z - spec.context // 2), z + spec.context // 2 + 1
+                depth = case.mr_depth[first:last] if case.mr_depth is not None else None
+                window = input_slices(spec, case.mr_unit[first:last], depth)
                 mid = z - first
-                sct = unit_to_ct(predict_unit_slices(spec, window[mid : mid + 1])[0], spec.hu_window)
+                sct = unit_to_ct(predict_unit_slices(spec, window[mid : mid + 1])[0], spec.hu_window, spec.ct_scale)
                 ref = case.ct_hu[z] if case.ct_hu is not None else None
                 rows.append((case.mr_unit[z], sct, ref))
         write_sample_grid(rows, Path(out_dir) / f"step_{step:08d}.png", title=f"step {step}")

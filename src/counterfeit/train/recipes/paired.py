@@ -78,7 +78,7 @@ class PairedRecipe(MR2CTRecipe):
     def __init__(self, config: PairedConfig, device: torch.device) -> None:
         super().__init__(config, device)
         self.size_multiple = validate_config(config)
-        c = config.context
+        c = config.context + int(config.depth_channel)  # input channels: MR slices (and the MR's depth map)
         generator = build_generator(config, c, 1)
         self.d_crop = resolve_d_crop(config)
         self.nets = {"G": generator, "D": PatchDiscriminator(c + 1, ndf=config.ndf, n_layers=config.d_layers,
@@ -96,7 +96,8 @@ class PairedRecipe(MR2CTRecipe):
         from counterfeit.medical.slicing import PairedSliceSampler
 
         c = self.config
-        return PairedSliceSampler(data.mr, data.ct, context=c.context, crop=c.image_size, flip=c.flip, masks=data.masks)
+        return PairedSliceSampler(data.mr, data.ct, context=c.context, crop=c.image_size, flip=c.flip, masks=data.masks,
+                                  mr_aux=data.mr_depth)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
