@@ -11,7 +11,8 @@ budget, with the learning rate decaying linearly over the second half of the bud
 their MR and scores them against the CT aligned to the MR, inside the body mask, with the
 SynthRAD2023 definitions (MAE in HU, PSNR, SSIM). A variant changes one option of the current
 `counterfeit train cyclegan` defaults ("default"); "paper" is the `wolterink2017` preset at the
-phantom's 128 x 128 slices, "paper_2x" the same with twice the budget.
+phantom's 128 x 128 slices, "paper_2x" the same with twice the budget. The follow-up variants
+"paired" and "paired_no_depth" train the paired baseline (`counterfeit train paired`) instead.
 
 Runs go `--jobs` at a time, each in its own process on one torch thread (2 jobs on a 2-core
 machine: the cores are not shared between runs). Each process measures the fp32 matmul peak of
@@ -86,6 +87,12 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "depth": ("fast", {"depth_channel": True, "lambda_histogram": 0.0}, 1.0),
     "depth_histogram1": ("fast", {"depth_channel": True, "lambda_histogram": 1.0}, 1.0),
     "depth_histogram5": ("fast", {"depth_channel": True, "lambda_histogram": 5.0}, 1.0),
+    # round 31: around the new defaults, against the brain's offset (grey matter and CSF too bright)
+    "histogram10": ("fast", {"lambda_histogram": 10.0}, 1.0),
+    "cycle1": ("fast", {"lambda_cycle": 1.0}, 1.0),
+    # round 32: the paired baseline (recipe "paired", its own fast preset) with and without the depth channel
+    "paired": ("fast", {"recipe": "paired"}, 1.0),
+    "paired_no_depth": ("fast", {"recipe": "paired", "depth_channel": False}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}
@@ -115,28 +122,31 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     from counterfeit.medical.evaluate import summarize
     from counterfeit.medical.synthesize import load_mr2ct_run
     from counterfeit.train.budget import train_for_budget
-    from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, CycleGANRecipe
+    from counterfeit.train.recipes import cyclegan, paired
     from counterfeit.train.recipes.mr2ct_common import apply_preset
 
     preset, overrides, budget = ALL_VARIANTS[name]
     overrides = dict(overrides)
     decay = overrides.pop("decay", True)
     candidates = overrides.pop("candidates", 1)
+    recipe_name = overrides.pop("recipe", "cyclegan")
+    recipe_cls, presets = {"cyclegan": (cyclegan.CycleGANRecipe, cyclegan.PRESETS),
+                           "paired": (paired.PairedRecipe, paired.PRESETS)}[recipe_name]
     peak = matmul_gflops()
-    config = apply_preset(CycleGANConfig, PRESETS, preset, phantom=root, **overrides)
+    config = apply_preset(recipe_cls.Config, presets, preset, phantom=root, **overrides)
     options = dict(vars(config))
     seconds = 60.0 * minutes * budget
     run_dir = Path(out) / f"{name}_seed{seed}"
     t0 = time.perf_counter()
-    trained = train_for_budget("cyclegan", options, seconds, run_dir, seed=seed, device="cpu", progress=False,
+    trained = train_for_budget(recipe_name, options, seconds, run_dir, seed=seed, device="cpu", progress=False,
                                decay=decay, candidates=candidates)
     wall = time.perf_counter() - t0
     test_ids = load_dataset(root)["splits"]["test"]
     rows, _ = score_on_subjects(load_mr2ct_run(run_dir, "cpu"), Path(root), test_ids)
     stats = summarize(rows)
     means = {k: stats[k]["mean"] for k in ("mae", "psnr", "ssim")}
-    recipe = CycleGANRecipe(CycleGANConfig(**{**trained["config"], "phantom": None, "preview_subjects": 0}),
-                            torch.device("cpu"))
+    recipe = recipe_cls(recipe_cls.Config(**{**trained["config"], "phantom": None, "preview_subjects": 0}),
+                        torch.device("cpu"))
     flop_per_step = step_flops(recipe)
     # with candidates, the discarded probes' steps are work done too
     achieved = flop_per_step * trained["steps_all_candidates"] / trained["seconds"] / 1e9

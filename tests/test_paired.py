@@ -68,7 +68,7 @@ def test_one_step_changes_both_networks(phantom):
     recipe.train_step(recipe.sample_batch(np.random.default_rng(0)), 0)
     for k, net in recipe.nets.items():
         assert all(not torch.equal(a, b) for a, b in zip(before[k], net.parameters())), k
-    assert recipe.nets["D"].in_channels == 2  # conditional: MR stacked with a CT
+    assert recipe.nets["D"].in_channels == 3  # conditional: MR and its depth map stacked with a CT
 
 
 def test_trains_on_the_misaligned_ct_never_the_ground_truth(phantom):
@@ -81,9 +81,9 @@ def test_trains_on_the_misaligned_ct_never_the_ground_truth(phantom):
     assert not np.allclose(recipe.data.ct[0], truth)
     # Paired batches: MR and CT from the same subject and slice (same crop); structure must correlate.
     mr, ct_batch = recipe.sampler.sample(np.random.default_rng(0), 4)
-    assert mr.shape == ct_batch.shape == (4, 1, 32, 32)
+    assert mr.shape == (4, 2, 32, 32) and ct_batch.shape == (4, 1, 32, 32)  # MR + its depth map; CT
     for a, b in zip(mr, ct_batch):
-        assert np.corrcoef((a > -0.9).ravel(), (b > -0.9).ravel())[0, 1] > 0.5
+        assert np.corrcoef((a[:1] > -0.9).ravel(), (b > -0.9).ravel())[0, 1] > 0.5
 
 
 def test_unet_generator_and_inference_padding(phantom):
@@ -114,6 +114,10 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
 
 
 def test_depth_channel_is_an_input_of_g_and_d(phantom):
+    assert PairedConfig().depth_channel is True  # the default, as for the CycleGAN
+    from counterfeit.train.recipe import config_from_dict
+
+    assert config_from_dict(PairedConfig, {"lambda_l1": 100.0}).depth_channel is False  # a run saved before it existed
     recipe = build(tiny(phantom, depth_channel=True))
     c = recipe.config.context
     assert recipe.nets["G"].in_channels == c + 1 and recipe.nets["D"].in_channels == c + 2  # (MR, depth) + CT

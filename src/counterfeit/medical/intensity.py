@@ -3,9 +3,10 @@
 Networks see both modalities in [-1, 1] (tanh outputs). CT maps from a fixed HU window, linearly
 or (scale "asinh") through an inverse hyperbolic sine centred on soft tissue, which spreads the few
 tens of HU between brain, CSF and fat over more of [-1, 1]; `unit_to_ct` recovers Hounsfield units
-exactly inside the window; MR has no absolute scale,
-so each volume is mapped by its own robust percentiles. The converters accept numpy arrays and
-also torch tensors (anything with `.clip`), so training code can compute losses in HU.
+exactly inside the window. MR has no absolute scale, so each volume is mapped by its own robust
+percentiles. The converters accept numpy arrays and also torch tensors (anything with `.clip`), so
+training code can compute losses in HU. `depth_map` gives a volume's depth below its body surface
+on the same [-1, 1] footing, an extra input channel for the MR -> CT networks.
 """
 
 from __future__ import annotations

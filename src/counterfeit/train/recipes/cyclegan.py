@@ -20,6 +20,12 @@ different subjects when both sets hold the same subjects (unpaired training). Wi
 2019), which smooths the step-to-step wobble of a GAN generator. With 2.5D context (3 slices)
 both generators map a slab of `context` slices to a slab of as many slices, so cycles and
 identity compare like with like; synthesis keeps the middle output slice.
+
+With `depth_channel` (the default), each image comes with its depth below the body surface
+(`intensity.depth_map`) as one more channel: every generator and discriminator input is
+(image, depth), a fake keeps its source image's depth (same geometry), and the histogram term is
+taken band by band of depth (`DEPTH_BANDS_MM`, `losses_histogram.banded_intensity_w1`), which tells
+bone at the scalp fat's depth from bone where a skull belongs (docs/mr2ct_ablation.md, rounds 23-29).
 """
 
 from __future__ import annotations
@@ -110,7 +116,6 @@ class CycleGANConfig(MR2CTConfig):
     pool_size: int = 50
     distinct_subjects: bool = True  # never pair an MR slice with a CT slice of the same subject
     ema_decay: float = 0.0  # > 0: synthesise with a moving average of Syn_CT's weights, updated after each step
-    depth_channel: bool = True  # every network also sees the depth below the body surface (MR2CTConfig; round 27)
 
     # Runs saved before an option existed trained without it: resume them that way.
     ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"lambda_structure": 0.0, "depth_channel": False}

@@ -70,7 +70,7 @@ class MR2CTConfig:
     mr_percentiles: tuple = MR_PERCENTILES
     hu_window: tuple = HU_WINDOW
     ct_scale: str = "linear"  # how HU map onto the networks' [-1, 1]: "linear" or "asinh" (intensity.CT_SCALES)
-    depth_channel: bool = False  # give networks each slice's depth below the body surface as an extra channel
+    depth_channel: bool = True  # networks also see each slice's depth below the body surface (rounds 27-32)
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
 
 

@@ -18,7 +18,7 @@ CycleGAN's) or "unet" (pix2pix's).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,12 +50,15 @@ class PairedConfig(MR2CTConfig):
 
     lambda_l1: float = 100.0
 
+    # Runs saved before the depth channel existed trained without it: resume them that way.
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False}
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     # The paper's paired baseline used its CycleGAN generator on 256x256 slices.
     "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "ngf": 64, "n_blocks": 9,
-                      "ndf": 64, "d_layers": 3, "lr": 2e-4, "beta1": 0.5},
+                      "ndf": 64, "d_layers": 3, "lr": 2e-4, "beta1": 0.5, "depth_channel": False, "ct_scale": "linear"},
 }
 
 
