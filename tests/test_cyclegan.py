@@ -227,6 +227,8 @@ def test_old_run_configs_keep_their_losses():
     assert CycleGANConfig().lambda_structure == 1.0
     # likewise for the depth channel (round 27), which is on for new runs
     assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).depth_channel is False
+    assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).lambda_histogram == 0.0
+    assert CycleGANConfig().lambda_histogram == 5.0
     assert CycleGANConfig().depth_channel is True
 
 

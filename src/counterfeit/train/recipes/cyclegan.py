@@ -118,7 +118,8 @@ class CycleGANConfig(MR2CTConfig):
     ema_decay: float = 0.0  # > 0: synthesise with a moving average of Syn_CT's weights, updated after each step
 
     # Runs saved before an option existed trained without it: resume them that way.
-    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"lambda_structure": 0.0, "depth_channel": False}
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {**MR2CTConfig.ABSENT_IN_OLD_RUNS, "lambda_structure": 0.0,
+                                                    "lambda_histogram": 0.0}
 
 
 # Named configurations: "fast" is sized for runs of minutes on a CPU (the defaults, chosen by

@@ -73,6 +73,9 @@ class MR2CTConfig:
     depth_channel: bool = True  # networks also see each slice's depth below the body surface (rounds 27-32)
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
 
+    # Options added after older runs were saved, with the value those runs trained with (train.recipe.config_from_dict).
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False}
+
 
 def apply_preset(config_cls: type, presets: dict[str, dict[str, Any]], preset: str, **overrides: Any) -> Any:
     """A config from a named preset with explicit (non-None) options on top."""
@@ -242,7 +245,7 @@ def load_mr2ct_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     if config.phantom:
         if config.mr_dir or config.ct_dir or config.mask_dir:
             raise UserError("give either a phantom or --mr/--ct folders, not both")
-        return _phantom_data(config)
+        return _phantom_data(config, paired=paired)
     if config.mr_dir and config.ct_dir:
         return _folder_data(config, paired=paired)
     raise UserError("no training data: give a phantom root or both --mr DIR and --ct DIR")
@@ -256,7 +259,7 @@ def _norm_ct(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
     return np.asarray(ct_to_unit(array, tuple(config.hu_window), config.ct_scale), dtype=np.float32)
 
 
-def _phantom_data(config: MR2CTConfig) -> MR2CTData:
+def _phantom_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     from counterfeit.data.phantom import load_dataset, subject_paths
     from counterfeit.data.volumes import read_volume
 
@@ -284,7 +287,7 @@ def _phantom_data(config: MR2CTConfig) -> MR2CTData:
             _depth(config, mr_vol, "mr"),
         ))
     return MR2CTData([_norm_mr(config, v.array) for v in mr], [_norm_ct(config, v.array) for v in ct], masks,
-                     preview, split, *_depths(config, mr, ct))
+                     preview, split, *_depths(config, mr, ct, paired=paired))
 
 
 def _depth(config: MR2CTConfig, volume: Any, modality: str) -> np.ndarray | None:
@@ -294,10 +297,11 @@ def _depth(config: MR2CTConfig, volume: Any, modality: str) -> np.ndarray | None
     return depth_map(volume.array, modality, volume.spacing) if config.depth_channel else None
 
 
-def _depths(config: MR2CTConfig, mr: list[Any], ct: list[Any]) -> tuple[list | None, list | None]:
+def _depths(config: MR2CTConfig, mr: list[Any], ct: list[Any], *, paired: bool) -> tuple[list | None, list | None]:
+    """Depth maps of the training MRs and, for unpaired training (only there do CTs enter a network), CTs."""
     if not config.depth_channel:
         return None, None
-    return [_depth(config, v, "mr") for v in mr], [_depth(config, v, "ct") for v in ct]
+    return [_depth(config, v, "mr") for v in mr], None if paired else [_depth(config, v, "ct") for v in ct]
 
 
 def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
@@ -328,7 +332,7 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     ct_list = [_norm_ct(config, ct_vols[s].array) for s in ct_subjects]
     mr_list = [_norm_mr(config, mr_vols[s].array) for s in subjects]
     mask_list = [masks[s].array for s in subjects] if masks else None
-    mr_depth, ct_depth = _depths(config, [mr_vols[s] for s in subjects], [ct_vols[s] for s in ct_subjects])
+    mr_depth, ct_depth = _depths(config, [mr_vols[s] for s in subjects], [ct_vols[s] for s in ct_subjects], paired=paired)
     preview = []
     for s in subjects[: config.preview_subjects]:
         ref = ct_vols.get(s)

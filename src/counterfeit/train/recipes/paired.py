@@ -18,7 +18,7 @@ CycleGAN's) or "unet" (pix2pix's).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,9 +49,6 @@ class PairedConfig(MR2CTConfig):
     """Paired-baseline options; shared ones default as in the CycleGAN recipe."""
 
     lambda_l1: float = 100.0
-
-    # Runs saved before the depth channel existed trained without it: resume them that way.
-    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
