@@ -78,6 +78,9 @@ def test_errors_by_label_splits_the_mae_by_tissue():
     assert sum(r["contribution"] for r in rows) == pytest.approx(pooled)
     with pytest.raises(UserError, match="label map shape"):
         errors_by_label([(ct, sct, mask, labels[:, :4])])
+    # per-voxel errors need no SSIM window: a 2D strip of 3 voxels is fine
+    row = errors_by_label([(np.zeros((1, 3)), np.array([[10.0, -20.0, 0.0]]), np.ones((1, 3)), np.array([[1, 1, 2]]))])
+    assert [(r["label"], r["mae"], r["bias"]) for r in row] == [(1, 15.0, -5.0), (2, 0.0, 0.0)]
 
 
 def test_identical_volumes():

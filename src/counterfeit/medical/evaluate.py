@@ -77,7 +77,7 @@ def errors_by_label(
     abs_sum: dict[int, float] = {}
     signed_sum: dict[int, float] = {}
     for ct, sct, mask, labels in cases:
-        ct, sct, inside = _validated(ct, sct, mask)
+        ct, sct, inside = _validated(ct, sct, mask, min_size=1)
         labels = np.asarray(labels)
         if labels.shape != ct.shape:
             raise UserError(f"label map shape {tuple(labels.shape)} differs from the images' {tuple(ct.shape)}")
@@ -120,17 +120,21 @@ def _psnr(mse: float, peak: float) -> float:
     return float("inf") if mse == 0.0 else 10.0 * math.log10(peak * peak / mse)
 
 
-def _validated(ct: np.ndarray, sct: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 copies of ct/sct and the boolean mask, after shape, mask and finiteness checks."""
+def _validated(ct: np.ndarray, sct: np.ndarray, mask: np.ndarray,
+               min_size: int = SSIM_WIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 copies of ct/sct and the boolean mask, after shape, mask and finiteness checks.
+
+    `min_size`: voxels needed along every axis (SSIM's window by default; per-voxel errors need 1).
+    """
     ct, sct, mask = np.asarray(ct), np.asarray(sct), np.asarray(mask)
     if not (ct.shape == sct.shape == mask.shape):
         raise UserError(
             f"shapes differ: ct {tuple(ct.shape)}, synthetic ct {tuple(sct.shape)}, mask {tuple(mask.shape)}"
         )
-    if ct.ndim not in (2, 3) or min(ct.shape) < SSIM_WIN:
+    if ct.ndim not in (2, 3) or min(ct.shape) < min_size:
+        why = " (the SSIM window)" if min_size == SSIM_WIN else ""
         raise UserError(
-            f"images must be 2D or 3D with at least {SSIM_WIN} voxels along every axis "
-            f"(the SSIM window), got shape {tuple(ct.shape)}"
+            f"images must be 2D or 3D with at least {min_size} voxels along every axis{why}, got shape {tuple(ct.shape)}"
         )
     inside = mask > 0  # SynthRAD2023 binarises the mask this way
     if not inside.any():
