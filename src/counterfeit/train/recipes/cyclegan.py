@@ -214,41 +214,42 @@ class CycleGANRecipe(MR2CTRecipe):
     def train_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
         b = self.to_device(batch)
         c, obj, size = self.config, self.objective, self.d_crop
+        # mr_in / ct_in: what the networks take (image, and its depth map with depth_channel); mr / ct: the images.
         # A fake keeps its source's depth map: the MR's geometry is the synthetic CT's.
-        mr, mr_depth = split_depth(b["mr"], c.depth_channel)
-        ct, ct_depth = split_depth(b["ct"], c.depth_channel)
-        crops = b["crops"]
+        mr_in, ct_in, crops = b["mr"], b["ct"], b["crops"]
+        mr, mr_depth = split_depth(mr_in, c.depth_channel)
+        ct, ct_depth = split_depth(ct_in, c.depth_channel)
         syn_ct, syn_mr, dis_ct, dis_mr = (self.nets[k] for k in ("Syn_CT", "Syn_MR", "Dis_CT", "Dis_MR"))
 
         # Generators: every fake is computed once here and reused (detached) by the discriminators.
         set_requires_grad((dis_ct, dis_mr), False)
-        fake_ct = syn_ct(with_depth(mr, mr_depth))
-        fake_mr = syn_mr(with_depth(ct, ct_depth))
-        rec_mr = syn_mr(with_depth(fake_ct, mr_depth))
-        rec_ct = syn_ct(with_depth(fake_mr, ct_depth))
-        adv_ct = obj.g_loss(dis_ct(crop_batch(with_depth(fake_ct, mr_depth), crops[:, FAKE_CT], size)))
-        adv_mr = obj.g_loss(dis_mr(crop_batch(with_depth(fake_mr, ct_depth), crops[:, FAKE_MR], size)))
+        fake_ct = syn_ct(mr_in)
+        fake_mr = syn_mr(ct_in)
+        fake_ct_in, fake_mr_in = with_depth(fake_ct, mr_depth), with_depth(fake_mr, ct_depth)
+        rec_mr = syn_mr(fake_ct_in)
+        rec_ct = syn_ct(fake_mr_in)
+        adv_ct = obj.g_loss(dis_ct(crop_batch(fake_ct_in, crops[:, FAKE_CT], size)))
+        adv_mr = obj.g_loss(dis_mr(crop_batch(fake_mr_in, crops[:, FAKE_MR], size)))
         cycle = c.lambda_cycle * (F.l1_loss(rec_mr, mr) + F.l1_loss(rec_ct, ct))
         loss_g = adv_ct + adv_mr + cycle
         out = {"adv_ct": adv_ct, "adv_mr": adv_mr, "cycle": cycle}
         if c.lambda_identity > 0:
-            identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(with_depth(ct, ct_depth)), ct)
-                                                             + F.l1_loss(syn_mr(with_depth(mr, mr_depth)), mr))
+            identity = c.lambda_identity * c.lambda_cycle * (F.l1_loss(syn_ct(ct_in), ct) + F.l1_loss(syn_mr(mr_in), mr))
             loss_g = loss_g + identity
             out["identity"] = identity
         if c.lambda_structure > 0:
             structure = c.lambda_structure * (mind_loss(mr, fake_ct, body_weight(mr)) + mind_loss(ct, fake_mr, body_weight(ct)))
             loss_g = loss_g + structure
             out["structure"] = structure
-        if c.lambda_histogram > 0 and c.depth_channel:  # the same, depth band by depth band
-            b_mr, b_ct, n = depth_bands(mr_depth), depth_bands(ct_depth), len(DEPTH_BANDS_MM) + 1
-            histogram = c.lambda_histogram * (banded_intensity_w1(fake_ct, b_mr, ct, b_ct, n)
-                                              + banded_intensity_w1(fake_mr, b_ct, mr, b_mr, n))
-        elif c.lambda_histogram > 0:
-            body_mr, body_ct = closed_body(mr), closed_body(ct)
-            histogram = c.lambda_histogram * (intensity_w1(fake_ct, body_mr, ct, body_ct)
-                                              + intensity_w1(fake_mr, body_ct, mr, body_mr))
         if c.lambda_histogram > 0:
+            if c.depth_channel:  # depth band by depth band
+                b_mr, b_ct, n = depth_bands(mr_depth), depth_bands(ct_depth), len(DEPTH_BANDS_MM) + 1
+                histogram = c.lambda_histogram * (banded_intensity_w1(fake_ct, b_mr, ct, b_ct, n)
+                                                  + banded_intensity_w1(fake_mr, b_ct, mr, b_mr, n))
+            else:
+                body_mr, body_ct = closed_body(mr), closed_body(ct)
+                histogram = c.lambda_histogram * (intensity_w1(fake_ct, body_mr, ct, body_ct)
+                                                  + intensity_w1(fake_mr, body_ct, mr, body_mr))
             loss_g = loss_g + histogram
             out["histogram"] = histogram
         self.optimizers["G"].zero_grad(set_to_none=True)
@@ -259,11 +260,11 @@ class CycleGANRecipe(MR2CTRecipe):
         set_requires_grad((dis_ct, dis_mr), True)
 
         # Discriminators: real images vs fakes from the history pools, all randomly cropped.
-        pooled_ct = self.pools["ct"].query(with_depth(fake_ct, mr_depth))
-        pooled_mr = self.pools["mr"].query(with_depth(fake_mr, ct_depth))
-        loss_d_ct = obj.d_loss(dis_ct(crop_batch(with_depth(ct, ct_depth), crops[:, REAL_CT], size)),
+        pooled_ct = self.pools["ct"].query(fake_ct_in)
+        pooled_mr = self.pools["mr"].query(fake_mr_in)
+        loss_d_ct = obj.d_loss(dis_ct(crop_batch(ct_in, crops[:, REAL_CT], size)),
                                dis_ct(crop_batch(pooled_ct, crops[:, FAKE_CT], size)))
-        loss_d_mr = obj.d_loss(dis_mr(crop_batch(with_depth(mr, mr_depth), crops[:, REAL_MR], size)),
+        loss_d_mr = obj.d_loss(dis_mr(crop_batch(mr_in, crops[:, REAL_MR], size)),
                                dis_mr(crop_batch(pooled_mr, crops[:, FAKE_MR], size)))
         self.optimizers["D"].zero_grad(set_to_none=True)
         (loss_d_ct + loss_d_mr).backward()

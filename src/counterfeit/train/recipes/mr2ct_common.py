@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from counterfeit.errors import UserError
-from counterfeit.medical.intensity import CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, mr_to_unit
+from counterfeit.medical.intensity import CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, depth_map, mr_to_unit
 from counterfeit.nets.patchgan import min_input_size, receptive_field
 from counterfeit.train.recipe import Recipe
 
@@ -292,8 +292,6 @@ def _phantom_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
 
 def _depth(config: MR2CTConfig, volume: Any, modality: str) -> np.ndarray | None:
     """The volume's depth map when the config asks for one; from its own body mask, as synthesis computes it."""
-    from counterfeit.medical.intensity import depth_map
-
     return depth_map(volume.array, modality, volume.spacing) if config.depth_channel else None
 
 
