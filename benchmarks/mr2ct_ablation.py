@@ -79,8 +79,10 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "candidates2": ("fast", {"candidates": 2}, 1.0),
     "candidates3": ("fast", {"candidates": 3}, 1.0),
     "candidates2_structure3": ("fast", {"candidates": 2, "lambda_structure": 3.0}, 1.0),
-    # rounds 23-24: CT on an asinh scale (soft tissue 5.6x wider in [-1, 1], bone 2.4x narrower)
+    # rounds 23-24: CT on an asinh scale (soft tissue 5.6x wider in [-1, 1], bone 2.4x narrower);
+    # the CycleGAN's default since round 34, so "linear" gives the defaults before
     "asinh": ("fast", {"ct_scale": "asinh"}, 1.0),
+    "linear": ("fast", {"ct_scale": "linear"}, 1.0),
     # rounds 27-29 (the defaults since round 29: depth channel on, banded histogram loss weight 5):
     # the defaults before, the depth channel alone, and the two histogram weights tried
     "no_depth": ("fast", {"depth_channel": False, "lambda_histogram": 0.0}, 1.0),
@@ -93,6 +95,15 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     # round 32: the paired baseline (recipe "paired", its own fast preset) with and without the depth channel
     "paired": ("fast", {"recipe": "paired"}, 1.0),
     "paired_no_depth": ("fast", {"recipe": "paired", "depth_channel": False}, 1.0),
+    # round 33: discriminators whose norms keep a region's mean (instance norm removes it per crop)
+    "d_norm_none": ("fast", {"d_norm": "none"}, 1.0),
+    "d_norm_layer": ("fast", {"d_norm": "layer"}, 1.0),
+    # round 35: around the asinh scale
+    "asinh_d_norm_none": ("fast", {"ct_scale": "asinh", "d_norm": "none"}, 1.0),
+    "asinh_no_structure": ("fast", {"ct_scale": "asinh", "lambda_structure": 0.0}, 1.0),
+    "paired_asinh": ("fast", {"recipe": "paired", "ct_scale": "asinh"}, 1.0),
+    # round 37: the banded histogram's weight on the asinh scale (its distances in [-1, 1] units grew for soft tissue)
+    "histogram2": ("fast", {"lambda_histogram": 2.0}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}

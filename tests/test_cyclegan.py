@@ -230,6 +230,10 @@ def test_old_run_configs_keep_their_losses():
     assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).lambda_histogram == 0.0
     assert CycleGANConfig().lambda_histogram == 5.0
     assert CycleGANConfig().depth_channel is True
+    # and the asinh CT scale (rounds 33-36): new runs use it, runs saved without the key trained on the linear one
+    assert CycleGANConfig().ct_scale == "asinh"
+    assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).ct_scale == "linear"
+    assert config_from_dict(CycleGANConfig, {"ct_scale": "asinh"}).ct_scale == "asinh"
 
 
 def test_presets():
@@ -279,7 +283,9 @@ def test_ct_scale_reaches_training_data_and_synthesis(phantom):
     from counterfeit.medical.slicing import volume_slices
     from counterfeit.medical.synthesize import normalise_mr, predict_unit_slices, synthesize_volume
 
-    linear, asinh = build(tiny(phantom, depth_channel=False)), build(tiny(phantom, ct_scale="asinh", depth_channel=False))
+    linear = build(tiny(phantom, ct_scale="linear", depth_channel=False))
+    asinh = build(tiny(phantom, depth_channel=False))  # the default scale
+    assert linear.synthesis_spec().ct_scale == "linear"
     for lin, asi in zip(linear.data.ct, asinh.data.ct):  # the same CTs, on the other scale
         np.testing.assert_allclose(asi, ct_to_unit(unit_to_ct(lin), scale="asinh"), atol=1e-4)
     spec = asinh.synthesis_spec()
@@ -316,7 +322,8 @@ def test_depth_channel_feeds_every_network_and_synthesis(phantom, tmp_path):
     mr = read_volume(subject_paths(phantom, load_dataset(phantom)["splits"]["test"][0])["mr"], modality="mr")
     spec = recipe.synthesis_spec()
     depth = depth_map(mr.array, "mr", mr.spacing)
-    expected = unit_to_ct(predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth)))
+    expected = unit_to_ct(predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth)),
+                          spec.hu_window, spec.ct_scale)
     np.testing.assert_allclose(synthesize_volume(recipe, mr).array, expected, rtol=1e-5, atol=1e-2)
     with pytest.raises(ValueError, match="depth map"):
         input_slices(spec, normalise_mr(spec, mr.array))
@@ -328,3 +335,25 @@ def test_depth_channel_feeds_every_network_and_synthesis(phantom, tmp_path):
     for k in NETS:
         for x, y in zip(a.nets[k].state_dict().values(), b.nets[k].state_dict().values()):
             assert torch.allclose(x, y, rtol=0, atol=1e-6), k
+
+
+def test_d_norm_sets_the_discriminators_norm_only(phantom):
+    from torch import nn
+
+    from counterfeit.train.recipes.paired import PairedConfig, PairedRecipe
+
+    def norms(net: nn.Module) -> set[type]:
+        kinds = (nn.InstanceNorm2d, nn.GroupNorm, nn.BatchNorm2d)
+        return {type(m) for m in net.modules() if isinstance(m, kinds)}
+
+    default = build(tiny(phantom), data=False)
+    assert norms(default.nets["Dis_CT"]) == norms(default.nets["Syn_CT"]) == {nn.InstanceNorm2d}
+    for d_norm, expected in (("none", set()), ("layer", {nn.GroupNorm}), ("instance", {nn.InstanceNorm2d})):
+        recipe = build(tiny(phantom, d_norm=d_norm), data=False)
+        assert norms(recipe.nets["Dis_CT"]) == norms(recipe.nets["Dis_MR"]) == expected
+        assert norms(recipe.nets["Syn_CT"]) == norms(recipe.nets["Syn_MR"]) == {nn.InstanceNorm2d}
+    paired = PairedRecipe(PairedConfig(image_size=32, ngf=4, n_blocks=1, ndf=4, d_crop=24, d_norm="none",
+                                       preview_subjects=0), torch.device("cpu"))
+    assert norms(paired.nets["D"]) == set() and norms(paired.nets["G"]) == {nn.InstanceNorm2d}
+    with pytest.raises(UserError, match="--d-norm"):
+        build(tiny(phantom, d_norm="group"), data=False)

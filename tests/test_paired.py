@@ -75,8 +75,9 @@ def test_trains_on_the_misaligned_ct_never_the_ground_truth(phantom):
     recipe = build(tiny(phantom))
     info = load_dataset(phantom)
     first = subject_paths(info["root"], info["splits"]["train"][0])
-    ct = ct_to_unit(read_volume(first["ct"], modality="ct").array)
-    truth = ct_to_unit(read_volume(first["ct_aligned"], modality="ct").array)
+    scale = recipe.config.ct_scale
+    ct = ct_to_unit(read_volume(first["ct"], modality="ct").array, scale=scale)
+    truth = ct_to_unit(read_volume(first["ct_aligned"], modality="ct").array, scale=scale)
     assert np.allclose(recipe.data.ct[0], ct)
     assert not np.allclose(recipe.data.ct[0], truth)
     # Paired batches: MR and CT from the same subject and slice (same crop); structure must correlate.
@@ -118,6 +119,9 @@ def test_depth_channel_is_an_input_of_g_and_d(phantom):
     from counterfeit.train.recipe import config_from_dict
 
     assert config_from_dict(PairedConfig, {"lambda_l1": 100.0}).depth_channel is False  # a run saved before it existed
+    # likewise the asinh CT scale (round 36)
+    assert PairedConfig().ct_scale == "asinh"
+    assert config_from_dict(PairedConfig, {"lambda_l1": 100.0}).ct_scale == "linear"
     recipe = build(tiny(phantom, depth_channel=True))
     c = recipe.config.context
     assert recipe.nets["G"].in_channels == c + 1 and recipe.nets["D"].in_channels == c + 2  # (MR, depth) + CT

@@ -91,9 +91,12 @@ def test_recipe_normalises_as_in_training(run_dir):
     assert spec.mr_percentiles == (2.0, 98.0) and spec.generator is recipe.nets["Syn_CT"]
     mr = _mr(seed=1)
     assert spec.depth_channel  # the default: the MR's depth map is an input channel
-    expected = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], mr_percentiles=(2.0, 98.0), depth_channel=True), mr).array
+    assert spec.ct_scale == "asinh"  # the default: outputs go back to HU through sinh
+    expected = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], mr_percentiles=(2.0, 98.0), depth_channel=True,
+                                               ct_scale="asinh"), mr).array
     assert np.array_equal(synthesize_volume(recipe, mr).array, expected)
-    other = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], depth_channel=True), mr).array  # default percentiles differ
+    other = synthesize_volume(SynthesisSpec(recipe.nets["Syn_CT"], depth_channel=True, ct_scale="asinh"),
+                              mr).array  # default percentiles differ
     assert not np.allclose(other, expected)
 
 

@@ -44,12 +44,13 @@ BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Slices p
 Ngf = Annotated[Optional[int], typer.Option("--ngf", help="Generator filters in the first layer.")]
 Blocks = Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks of the ResNet generator.")]
 Ndf = Annotated[Optional[int], typer.Option("--ndf", help="Discriminator filters in the first layer.")]
+DNorm = Annotated[Optional[str], typer.Option("--d-norm", help="Normalisation in the discriminators: instance (default, as the generators) | layer | batch | none (docs/mr2ct_ablation.md, round 33).")]
 DLayers = Annotated[Optional[int], typer.Option("--d-layers", help="Stride-2 layers of the PatchGAN (3: 70x70 patches, 2: 34x34).")]
 Generator = Annotated[Optional[str], typer.Option("--generator", help="resnet (the CycleGAN's) | unet (pix2pix's, with skip connections).")]
 UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
 DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
-CtScale = Annotated[Optional[str], typer.Option("--ct-scale", help="How HU map onto the networks' [-1, 1]: linear (default) | asinh (soft tissue 5.6x wider, bone 2.4x narrower; docs/mr2ct_ablation.md, rounds 23-24).")]
+CtScale = Annotated[Optional[str], typer.Option("--ct-scale", help="How HU map onto the networks' [-1, 1]: asinh (default: soft tissue 5.6x wider, bone 2.4x narrower; docs/mr2ct_ablation.md, rounds 33-36) | linear (the paper's).")]
 DepthChannel = Annotated[Optional[bool], typer.Option("--depth-channel/--no-depth-channel", help="Give every network each slice's depth below the body surface (from the image's own body mask) as one more channel (default: on).")]
 Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random left-right flips of training slices.")]
 
@@ -114,6 +115,7 @@ def train_cyclegan(
     blocks: Blocks = None,
     ndf: Ndf = None,
     d_layers: DLayers = None,
+    d_norm: DNorm = None,
     lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 2; the paper's preset: 10).")] = None,
     lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
     lambda_structure: Annotated[Optional[float], typer.Option("--lambda-structure", help="Weight of the MIND structure-consistency loss between each generator's input and output (default 1; 0: off, as in the paper).")] = None,
@@ -148,7 +150,7 @@ def train_cyclegan(
 
         config = apply_preset(
             CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
-            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
+            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
             lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel,
             **_schedule(steps, decay_from),
@@ -181,6 +183,7 @@ def train_paired(
     blocks: Blocks = None,
     ndf: Ndf = None,
     d_layers: DLayers = None,
+    d_norm: DNorm = None,
     lambda_l1: Annotated[Optional[float], typer.Option("--lambda-l1", help="Weight of the L1 loss to the (possibly misaligned) paired CT (default 100, as pix2pix).")] = None,
     lr: Lr = None,
     decay_from: DecayFrom = 0.5,
@@ -210,7 +213,7 @@ def train_paired(
 
         config = apply_preset(
             PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
-            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers,
+            d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel, **_schedule(steps, decay_from),
         )
         validate_config(config)

@@ -53,6 +53,7 @@ from counterfeit.train.recipes.mr2ct_common import (
     adam_with_schedule,
     build_generator,
     crop_batch,
+    discriminator_norm,
     draw_crop_offsets,
     resolve_d_crop,
     set_requires_grad,
@@ -165,7 +166,8 @@ class CycleGANRecipe(MR2CTRecipe):
             return build_generator(config, c + d, c)
 
         def discriminator() -> PatchDiscriminator:
-            return PatchDiscriminator(c + d, ndf=config.ndf, n_layers=config.d_layers, norm=config.norm)
+            return PatchDiscriminator(c + d, ndf=config.ndf, n_layers=config.d_layers,
+                                      norm=discriminator_norm(config))
 
         self.nets = {"Syn_CT": generator(), "Syn_MR": generator(), "Dis_CT": discriminator(), "Dis_MR": discriminator()}
         if config.ema_decay > 0:  # saved and restored with the other nets; never trained by an optimiser

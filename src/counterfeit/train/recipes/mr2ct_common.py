@@ -25,6 +25,7 @@ from torch import nn
 
 from counterfeit.errors import UserError
 from counterfeit.medical.intensity import CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, depth_map, mr_to_unit
+from counterfeit.nets.norm import NORM_KINDS
 from counterfeit.nets.patchgan import min_input_size, receptive_field
 from counterfeit.train.recipe import Recipe
 
@@ -57,6 +58,9 @@ class MR2CTConfig:
     ngf: int = 16
     n_blocks: int = 6  # residual blocks of the ResNet generator
     norm: str = "instance"
+    # the discriminators' norm; None: the same as `norm`. Instance norm removes each feature map's mean over
+    # the crop, which leaves a PatchGAN nearly blind to an offset of a whole region (docs/mr2ct_ablation.md, round 33)
+    d_norm: str | None = None
     ndf: int = 32
     d_layers: int = 3  # PatchGAN depth: 3 gives 70x70 patches
     d_crop: int | None = None  # side of the random crops fed to D; None: 3/4 of image_size, at least the patch size
@@ -69,12 +73,14 @@ class MR2CTConfig:
     # intensity conventions (recorded so that synthesis normalises exactly as training did)
     mr_percentiles: tuple = MR_PERCENTILES
     hu_window: tuple = HU_WINDOW
-    ct_scale: str = "linear"  # how HU map onto the networks' [-1, 1]: "linear" or "asinh" (intensity.CT_SCALES)
+    # how HU map onto the networks' [-1, 1] (intensity.CT_SCALES): "asinh" gives soft tissue 5.6x more of the range
+    # than "linear", so a brain offset shows to every loss; 15 % and 13 % lower MAE (rounds 33-36)
+    ct_scale: str = "asinh"
     depth_channel: bool = True  # networks also see each slice's depth below the body surface (rounds 27-32)
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
 
     # Options added after older runs were saved, with the value those runs trained with (train.recipe.config_from_dict).
-    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False}
+    ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False, "ct_scale": "linear"}
 
 
 def apply_preset(config_cls: type, presets: dict[str, dict[str, Any]], preset: str, **overrides: Any) -> Any:
@@ -157,8 +163,16 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     if config.ct_scale not in CT_SCALES:
         raise UserError(f"--ct-scale must be one of {', '.join(CT_SCALES)}, got {config.ct_scale!r}")
+    for option, kind in (("--norm", config.norm), ("--d-norm", discriminator_norm(config))):
+        if kind not in NORM_KINDS:
+            raise UserError(f"{option} must be one of {', '.join(NORM_KINDS)}, got {kind!r}")
     resolve_d_crop(config)
     return multiple
+
+
+def discriminator_norm(config: MR2CTConfig) -> str:
+    """The discriminators' normalisation: `d_norm`, or the generators' `norm` when it is unset."""
+    return config.norm if config.d_norm is None else config.d_norm
 
 
 # --- schedule and crops ---------------------------------------------------------------

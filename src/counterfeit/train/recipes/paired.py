@@ -35,6 +35,7 @@ from counterfeit.train.recipes.mr2ct_common import (
     adam_with_schedule,
     build_generator,
     crop_batch,
+    discriminator_norm,
     draw_crop_offsets,
     resolve_d_crop,
     set_requires_grad,
@@ -82,7 +83,7 @@ class PairedRecipe(MR2CTRecipe):
         generator = build_generator(config, c, 1)
         self.d_crop = resolve_d_crop(config)
         self.nets = {"G": generator, "D": PatchDiscriminator(c + 1, ndf=config.ndf, n_layers=config.d_layers,
-                                                             norm=config.norm)}
+                                                             norm=discriminator_norm(config))}
         for net in self.nets.values():
             net.to(device)
         opt_g, sched_g = adam_with_schedule(self.nets["G"].parameters(), config)
