@@ -163,9 +163,8 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     if config.ct_scale not in CT_SCALES:
         raise UserError(f"--ct-scale must be one of {', '.join(CT_SCALES)}, got {config.ct_scale!r}")
-    for option, kind in (("--norm", config.norm), ("--d-norm", discriminator_norm(config))):
-        if kind not in NORM_KINDS:
-            raise UserError(f"{option} must be one of {', '.join(NORM_KINDS)}, got {kind!r}")
+    if config.d_norm is not None and config.d_norm not in NORM_KINDS:
+        raise UserError(f"--d-norm must be one of {', '.join(NORM_KINDS)}, got {config.d_norm!r}")
     resolve_d_crop(config)
     return multiple
 
