@@ -67,7 +67,8 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "structure3": ("fast", {"lambda_structure": 3.0}, 1.0),
     # the phantom's CT stays below 1700 HU: a narrower window gives the networks 1.3x finer steps per HU
     "window2000": ("fast", {"hu_window": (-1024.0, 2000.0)}, 1.0),
-    # synthesis with a moving average of Syn_CT's weights (half-life ~140 steps)
+    # synthesis with a moving average of Syn_CT's weights (half-life ~140 steps; round 13, and round 42 with the
+    # defaults of round 41, whose validation MAE swings by 10-30 HU between evaluations)
     "ema995": ("fast", {"ema_decay": 0.995}, 1.0),
     # a 142x142 PatchGAN: each verdict sees the whole 96x96 crop (the layer order scalp / fat / bone)
     "d_layers4": ("fast", {"d_layers": 4}, 1.0),
@@ -104,6 +105,16 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "paired_asinh": ("fast", {"recipe": "paired", "ct_scale": "asinh"}, 1.0),
     # round 37: the banded histogram's weight on the asinh scale (its distances in [-1, 1] units grew for soft tissue)
     "histogram2": ("fast", {"lambda_histogram": 2.0}, 1.0),
+    # round 39: a faster learning rate, and discriminators that see the whole 96x96 crop (the skull's layers)
+    "lr4e-4": ("fast", {"lr": 4e-4}, 1.0),
+    "d_crop96": ("fast", {"d_crop": 96}, 1.0),
+    # round 40: up-sampling without the 3x3 stride-2 transposed convolution's checkerboard (the skull's dotted band)
+    "transpose4": ("fast", {"upsample": "transpose4"}, 1.0),
+    "resize_up": ("fast", {"upsample": "resize"}, 1.0),
+    # round 41: resize-conv with the round-39 changes, and the paired baseline with it
+    "resize_up_lr4e-4": ("fast", {"upsample": "resize", "lr": 4e-4}, 1.0),
+    "resize_up_d_crop96": ("fast", {"upsample": "resize", "d_crop": 96}, 1.0),
+    "paired_resize_up": ("fast", {"recipe": "paired", "upsample": "resize"}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}

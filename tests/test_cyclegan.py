@@ -337,6 +337,30 @@ def test_depth_channel_feeds_every_network_and_synthesis(phantom, tmp_path):
             assert torch.allclose(x, y, rtol=0, atol=1e-6), k
 
 
+def test_upsample_option_reaches_both_generators_and_old_runs_keep_transposed_convs(phantom):
+    from torch import nn
+
+    from counterfeit.train.recipe import config_from_dict
+    from counterfeit.train.recipes.paired import PairedConfig, PairedRecipe
+
+    def kinds(net: nn.Module) -> set[type]:
+        return {type(m) for m in net.modules() if isinstance(m, (nn.Upsample, nn.ConvTranspose2d))}
+
+    for upsample, expected in (("resize", {nn.Upsample}), ("transpose", {nn.ConvTranspose2d})):
+        recipe = build(tiny(phantom, upsample=upsample), data=False)
+        assert kinds(recipe.nets["Syn_CT"]) == kinds(recipe.nets["Syn_MR"]) == expected
+        paired = PairedRecipe(PairedConfig(image_size=32, ngf=4, n_blocks=1, ndf=4, d_crop=24, upsample=upsample,
+                                           preview_subjects=0), torch.device("cpu"))
+        assert kinds(paired.nets["G"]) == expected
+    with pytest.raises(UserError, match="--upsample"):
+        build(tiny(phantom, upsample="bilinear"), data=False)
+    assert CycleGANConfig().upsample == PairedConfig().upsample == "resize"  # the default since round 41
+    # a run saved before the option existed was trained with the paper's transposed convolutions
+    assert config_from_dict(CycleGANConfig, {"lambda_cycle": 2.0}).upsample == "transpose"
+    assert config_from_dict(PairedConfig, {"lambda_l1": 100.0}).upsample == "transpose"
+    assert apply_preset(CycleGANConfig, PRESETS, "wolterink2017").upsample == "transpose"
+
+
 def test_d_norm_sets_the_discriminators_norm_only(phantom):
     from torch import nn
 

@@ -19,6 +19,7 @@ from counterfeit.nets import (
     make_norm,
     receptive_field,
 )
+from counterfeit.nets.resnet import UPSAMPLE_KINDS, upsample_layer
 
 POOLING = (
     nn.modules.pooling._MaxPoolNd,
@@ -94,6 +95,35 @@ def test_resnet_generator_rejects_bad_sizes(size):
 def test_resnet_generator_rejects_wrong_channels():
     with pytest.raises(UserError, match="3 input channel"):
         ResnetGenerator(3, 1, ngf=4, n_blocks=1)(torch.randn(1, 1, 16, 16))
+
+
+@pytest.mark.parametrize("kind", UPSAMPLE_KINDS)
+def test_resnet_generator_upsampling_kinds_keep_the_shape(kind):
+    g = ResnetGenerator(2, 1, ngf=8, n_blocks=1, upsample=kind)
+    assert g(torch.randn(2, 2, 16, 20)).shape == (2, 1, 16, 20)
+
+
+@pytest.mark.parametrize(("kind", "even"), [("transpose", False), ("transpose4", True), ("resize", True)])
+def test_upsampling_checkerboard(kind, even):
+    # All-ones weights on an all-ones image: an output pixel's value counts the kernel taps that reach it. A 3x3
+    # transposed convolution with stride 2 gives alternate pixels 4, 2 or 1 taps (the checkerboard); a 4x4 one and
+    # nearest x2 + 3x3 convolution give every interior pixel the same count.
+    layers = nn.Sequential(*upsample_layer(kind, 1, 1, bias=False))
+    for m in layers.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            nn.init.ones_(m.weight)
+    with torch.no_grad():
+        y = layers(torch.ones(1, 1, 8, 8))
+    assert y.shape == (1, 1, 16, 16)
+    interior = y[0, 0, 2:-2, 2:-2]
+    assert bool(interior.max() == interior.min()) is even
+    if not even:
+        assert set(interior.unique().tolist()) == {1.0, 2.0, 4.0}
+
+
+def test_resnet_generator_rejects_unknown_upsampling():
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        ResnetGenerator(ngf=4, n_blocks=1, upsample="bilinear")
 
 
 # --- PatchGAN --------------------------------------------------------------------------------

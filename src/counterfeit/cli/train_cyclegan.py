@@ -46,6 +46,7 @@ Blocks = Annotated[Optional[int], typer.Option("--blocks", help="Residual blocks
 Ndf = Annotated[Optional[int], typer.Option("--ndf", help="Discriminator filters in the first layer.")]
 DNorm = Annotated[Optional[str], typer.Option("--d-norm", help="Normalisation in the discriminators: instance (default, as the generators) | layer | batch | none (docs/mr2ct_ablation.md, round 33).")]
 DLayers = Annotated[Optional[int], typer.Option("--d-layers", help="Stride-2 layers of the PatchGAN (3: 70x70 patches, 2: 34x34).")]
+Upsample = Annotated[Optional[str], typer.Option("--upsample", help="The ResNet generator's up-sampling: transpose (the paper's 3x3 transposed convolutions) | transpose4 (4x4) | resize (nearest x2 + 3x3 convolution, no checkerboard; docs/mr2ct_ablation.md, round 40).")]
 Generator = Annotated[Optional[str], typer.Option("--generator", help="resnet (the CycleGAN's) | unet (pix2pix's, with skip connections).")]
 UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
@@ -107,6 +108,7 @@ def train_cyclegan(
     phantom_shape: PhantomShape = "64,128,128",
     generator: Generator = None,
     unet_depth: UnetDepth = None,
+    upsample: Upsample = None,
     image_size: ImageSize = None,
     d_crop: DCrop = None,
     context: Context = None,
@@ -149,7 +151,7 @@ def train_cyclegan(
         from counterfeit.train.recipes.mr2ct_common import apply_preset
 
         config = apply_preset(
-            CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
+            CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
             lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel,
@@ -175,6 +177,7 @@ def train_paired(
     phantom_shape: PhantomShape = "64,128,128",
     generator: Generator = None,
     unet_depth: UnetDepth = None,
+    upsample: Upsample = None,
     image_size: ImageSize = None,
     d_crop: DCrop = None,
     context: Context = None,
@@ -212,7 +215,7 @@ def train_paired(
         from counterfeit.train.recipes.paired import PRESETS, PairedConfig, validate_config
 
         config = apply_preset(
-            PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, image_size=image_size,
+            PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel, **_schedule(steps, decay_from),
         )

@@ -30,8 +30,31 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+# How the generator doubles the resolution twice on the way up:
+# - "transpose": 3x3 transposed convolutions with stride 2 (the CycleGAN's). A 3x3 kernel with stride 2 gives
+#   alternate output pixels 4, 2 or 1 taps, which shows as a checkerboard until training evens the weights out.
+# - "transpose4": 4x4 transposed convolutions; every output pixel gets 4 taps (kernel divisible by the stride,
+#   Odena et al. 2016, "Deconvolution and checkerboard artifacts"). 16/9 of the FLOPs of those two layers.
+# - "resize": nearest-neighbour x2, then a 3x3 convolution; no uneven overlap at all, 4x the FLOPs of those layers.
+UPSAMPLE_KINDS = ("transpose", "transpose4", "resize")
+
+
+def upsample_layer(kind: str, in_channels: int, out_channels: int, bias: bool) -> list[nn.Module]:
+    """Layers that double height and width and map `in_channels` to `out_channels` (see UPSAMPLE_KINDS)."""
+    if kind == "transpose":
+        return [nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias)]
+    if kind == "transpose4":
+        return [nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=bias)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect", bias=bias)]
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_KINDS)}, got {kind!r}")
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, n_blocks x R4ngf, u2ngf, ungf, c7s1-out + tanh (CycleGAN appendix).
+
+    `upsample` chooses how u2ngf and ungf double the resolution (UPSAMPLE_KINDS; default the paper's).
 
     `in_channels` > 1 feeds 2.5D input (neighbouring slices stacked as channels). Output is in
     [-1, 1] with the input's height and width, which must be divisible by 4 (two stride-2 stages)
@@ -45,6 +68,7 @@ class ResnetGenerator(nn.Module):
         ngf: int = 64,
         n_blocks: int = 9,
         norm: str = "instance",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if n_blocks < 0:
@@ -66,7 +90,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, norm) for _ in range(n_blocks)]
         for mult in (4, 2):  # u2ngf, ungf
             layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                *upsample_layer(upsample, ngf * mult, ngf * mult // 2, bias),
                 make_norm(norm, ngf * mult // 2),
                 nn.ReLU(True),
             ]
