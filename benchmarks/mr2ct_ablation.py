@@ -1,7 +1,7 @@
 """Benchmark: MR -> CT quality per CPU-minute. Which CycleGAN settings learn most in the demo's budget?
 
 Run: python benchmarks/mr2ct_ablation.py [--minutes 4] [--seeds 0 1] [--variants default crop64 ...] [--jobs 2]
-With the defaults (15 variants, 2 seeds, 4 minutes each, paper_2x 8) it takes about 70 minutes on 2 cores;
+With the defaults (15 variants, 2 seeds, 4 minutes each, paper_2x 8) it takes about 75 minutes on 2 cores;
 --quick trains only "default" and "paper" for 1 minute (about 3 minutes).
 
 Every variant trains the unpaired CycleGAN on the same phantom training subjects (the demo's
@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_speed's FLOP a
 VARIANTS: dict[str, tuple[str, dict[str, Any], float]] = {
     "default": ("fast", {}, 1.0),
     "crop64": ("fast", {"image_size": 64}, 1.0),
-    "crop128": ("fast", {"image_size": 128}, 1.0),
+    "crop96": ("fast", {"image_size": 96}, 1.0),  # the default size until round 44
+    "crop128": ("fast", {"image_size": 128}, 1.0),  # the default since round 44 (kept: rounds 43-44 ran it by name)
     "ngf32": ("fast", {"ngf": 32}, 1.0),
     "ngf64": ("fast", {"ngf": 64}, 1.0),
     "blocks9": ("fast", {"n_blocks": 9}, 1.0),
@@ -115,6 +116,8 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "resize_up_lr4e-4": ("fast", {"upsample": "resize", "lr": 4e-4}, 1.0),
     "resize_up_d_crop96": ("fast", {"upsample": "resize", "d_crop": 96}, 1.0),
     "paired_resize_up": ("fast", {"recipe": "paired", "upsample": "resize"}, 1.0),
+    # round 44: the paired baseline on whole 128x128 phantom slices (round 43: the CycleGAN gained from them)
+    "paired_crop128": ("fast", {"recipe": "paired", "image_size": 128}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}

@@ -9,7 +9,7 @@ What is measured
 - steps/s of the real recipes (`CycleGANRecipe`, `PairedRecipe`, built from their presets) on
   synthetic in-memory batches (uniform noise through the recipes' own `sample_batch`): the
   paper configuration ("wolterink2017": ngf 64, 9 residual blocks, 70x70 PatchGAN, batch 1, 1
-  channel) at 128² and 256², and the default "fast" configuration (96², ngf 16, 6 blocks, ndf 32, batch 1;
+  channel) at 128² and 256², and the default "fast" configuration (128², ngf 16, 6 blocks, ndf 32, batch 1;
   its MIND structure loss adds a few small convolutions that the FLOP count below leaves out).
 - achieved GFLOP/s = 2 x multiply-accumulates per step x steps/s, with MACs of the convolutions
   counted by `counterfeit.flops.conv_macs` (norms, activations, padding and the optimiser are not

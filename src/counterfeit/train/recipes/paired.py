@@ -56,7 +56,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     # The paper's paired baseline used its CycleGAN generator on 256x256 slices.
     "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "upsample": "transpose",
-                      "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3, "lr": 2e-4, "beta1": 0.5, "depth_channel": False, "ct_scale": "linear"},
+                      "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3, "lr": 2e-4, "beta1": 0.5, "depth_channel": False,
+                      "ct_scale": "linear"},
 }
 
 
