@@ -130,8 +130,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "wolterink2017": {"image_size": 256, "batch_size": 1, "context": 1, "generator": "resnet", "upsample": "transpose",
                       "ngf": 64, "n_blocks": 9, "ndf": 64, "d_layers": 3, "lambda_cycle": 10.0, "lambda_identity": 0.0,
-                      "lambda_structure": 0.0, "lambda_histogram": 0.0, "pool_size": 50, "ema_decay": 0.0, "lr": 2e-4, "beta1": 0.5,
-                      "depth_channel": False, "ct_scale": "linear"},
+                      "lambda_structure": 0.0, "lambda_histogram": 0.0, "pool_size": 50, "ema_decay": 0.0, "lr": 2e-4,
+                      "beta1": 0.5, "depth_channel": False, "ct_scale": "linear"},
 }
 
 

@@ -61,7 +61,8 @@ class MR2CTConfig:
     ngf: int = 16
     n_blocks: int = 6  # residual blocks of the ResNet generator
     # the ResNet generator's up-sampling (nets.resnet.UPSAMPLE_KINDS): nearest x2 + 3x3 conv has no checkerboard;
-    # 8 % lower CycleGAN MAE than the paper's transposed convolutions (4 seeds, 4 minutes), paired unchanged (rounds 40-41)
+    # 8 % lower CycleGAN MAE than the paper's transposed convolutions (4 seeds, 4 minutes), paired unchanged
+    # (rounds 40-41)
     upsample: str = "resize"
     norm: str = "instance"
     # the discriminators' norm; None: the same as `norm`. Instance norm removes each feature map's mean over
