@@ -147,7 +147,8 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
                 profile: bool = False) -> dict[str, Any]:
     recipe = build_recipe(name, preset, image_size)
     c = recipe.config
-    recipe.sampler = NoiseSampler(c.image_size, c.context, c.context if name == "cyclegan" else 1)
+    mr_channels = c.context + int(c.depth_channel)  # the samplers append the depth map as one more channel
+    recipe.sampler = NoiseSampler(c.image_size, mr_channels, mr_channels if name == "cyclegan" else 1)
     recipe.train_mode(True)
     rng = np.random.default_rng(0)
     batches = [recipe.sample_batch(rng) for _ in range(steps + 1)]
