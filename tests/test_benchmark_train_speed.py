@@ -1,0 +1,26 @@
+"""benchmarks/train_speed.py times the recipes on noise batches: they must have the shapes the recipes expect."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def train_speed():
+    spec = importlib.util.spec_from_file_location("train_speed", BENCHMARKS / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("recipe", ["cyclegan", "paired"])
+@pytest.mark.parametrize("preset", ["fast", "wolterink2017"])
+def test_bench_steps_runs_the_recipes_default_and_paper_configurations(train_speed, recipe, preset):
+    row = train_speed.bench_steps(recipe, preset, 32, steps=1, peak=1.0)
+    assert row["image_size"] == 32 and row["seconds_per_step"] > 0
+    assert row["gflop_per_step"] > 0 and row["fraction_of_matmul_peak"] > 0
