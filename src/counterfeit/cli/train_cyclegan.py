@@ -118,7 +118,7 @@ def train_cyclegan(
     ndf: Ndf = None,
     d_layers: DLayers = None,
     d_norm: DNorm = None,
-    lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 2; the paper's preset: 10).")] = None,
+    lambda_cycle: Annotated[Optional[float], typer.Option("--lambda-cycle", help="Weight λ of the cycle-consistency L1 terms (default 5; the paper's preset: 10).")] = None,
     lambda_identity: Annotated[Optional[float], typer.Option("--lambda-identity", help="Identity loss weight as a fraction of λ (0: off, as in the paper; CycleGAN code: 0.5).")] = None,
     lambda_structure: Annotated[Optional[float], typer.Option("--lambda-structure", help="Weight of the MIND structure-consistency loss between each generator's input and output (default 1; 0: off, as in the paper).")] = None,
     lambda_histogram: Annotated[Optional[float], typer.Option("--lambda-histogram", help="Weight of the loss matching each output's intensity distribution inside the body to a real image's of the target modality, band by band of depth with --depth-channel (default 5; 0: off).")] = None,

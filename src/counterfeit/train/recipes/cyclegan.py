@@ -108,7 +108,9 @@ REAL_CT, FAKE_CT, REAL_MR, FAKE_MR = range(4)
 class CycleGANConfig(MR2CTConfig):
     """CycleGAN options; the defaults are the "fast" preset (see PRESETS)."""
 
-    lambda_cycle: float = 2.0  # the paper's 10 held the fat-as-bone solution in place (docs/mr2ct_ablation.md)
+    # the paper's 10 held the fat-as-bone solution in place before the depth channel (docs/mr2ct_ablation.md); with
+    # it, 5 is 4 % lower than 2 (round 45)
+    lambda_cycle: float = 5.0
     lambda_identity: float = 0.0  # as a fraction of lambda_cycle (CycleGAN code uses 0.5); 0: off, as in the paper
     lambda_structure: float = 1.0  # MIND structure consistency of each generator's input and output (Yang et al. 2018)
     # W1 between each output's and a real target image's intensities inside the body; with the depth channel,
