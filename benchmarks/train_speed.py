@@ -147,8 +147,12 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
                 profile: bool = False) -> dict[str, Any]:
     recipe = build_recipe(name, preset, image_size)
     c = recipe.config
-    mr_channels = c.context + int(c.depth_channel)  # the samplers append the depth map as one more channel
-    recipe.sampler = NoiseSampler(c.image_size, mr_channels, mr_channels if name == "cyclegan" else 1)
+    # batches shaped as the generators take them (slices plus the depth channel, when the config has one)
+    if name == "cyclegan":
+        mr_channels, ct_channels = recipe.nets["Syn_CT"].in_channels, recipe.nets["Syn_MR"].in_channels
+    else:
+        mr_channels, ct_channels = recipe.nets["G"].in_channels, 1
+    recipe.sampler = NoiseSampler(c.image_size, mr_channels, ct_channels)
     recipe.train_mode(True)
     rng = np.random.default_rng(0)
     batches = [recipe.sample_batch(rng) for _ in range(steps + 1)]

@@ -50,7 +50,7 @@ class MR2CTConfig:
     ct_dir: str | None = None
     mask_dir: str | None = None
     # side of the square training slices the generators see (random crops of larger slices); 128 = the phantom's
-    # whole slices, 8 % (CycleGAN) and 14 % (paired) lower MAE than 96 at equal time (rounds 43-44)
+    # whole slices, 7 % (CycleGAN) and 14 % (paired) lower MAE than 96 at equal time (rounds 43-44)
     image_size: int = 128
     context: int = 1  # MR slices stacked as input channels: 1 = 2D, 3 = 2.5D
     batch_size: int = 1
