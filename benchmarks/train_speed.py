@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -173,6 +174,53 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
         "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak, 3),
         **({"profile": profiled} if profiled else {}),
     }
+
+
+def bench_layers(peak: float, repeats: int = 10) -> list[dict[str, Any]]:
+    """Forward + backward (input and weight gradients) of each convolution of the default CycleGAN's generator and
+    discriminator alone, at the shapes a training step feeds it: which layers run far below the matmul rate.
+    Layers computed as ThinOutputConv2d are timed as plain nn.Conv2d too."""
+    import copy
+
+    from counterfeit.nets.thin_conv import ThinOutputConv2d
+
+    recipe = build_recipe("cyclegan", "fast", None)
+    g, d = recipe.nets["Syn_CT"], recipe.nets["Dis_CT"]
+    seen: list[tuple[str, torch.nn.Conv2d, tuple[int, ...], tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o, net=net: seen.append((net, m, tuple(i[0].shape), tuple(o.shape))))
+             for net, model in (("G", g), ("D", d)) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    size, crop = recipe.config.image_size, recipe.d_crop
+    with torch.no_grad():
+        g(torch.zeros(1, g.in_channels, size, size))
+        d(torch.zeros(1, d.in_channels, crop, crop))
+    for h in hooks:
+        h.remove()
+
+    def time_layer(layer: torch.nn.Module, in_shape: tuple[int, ...]) -> float:
+        x = torch.randn(in_shape, requires_grad=True)
+
+        def run() -> None:
+            y = layer(x)
+            y.backward(torch.ones_like(y))
+        return best_time(run, repeats, warmup=2)
+
+    rows = []
+    for net, module, in_shape, out_shape in seen:
+        flops = 3 * 2 * math.prod(out_shape) * module.in_channels * math.prod(module.kernel_size)
+        layer = copy.deepcopy(module)
+        seconds = time_layer(layer, in_shape)
+        row = {"net": net, "layer": f"{module.in_channels}->{module.out_channels} k{module.kernel_size[0]} "
+                                    f"s{module.stride[0]}", "input": list(in_shape),
+               "kind": type(module).__name__, "ms": round(1e3 * seconds, 2),
+               "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak, 3)}
+        if isinstance(module, ThinOutputConv2d):
+            plain = torch.nn.Conv2d(module.in_channels, 1, module.kernel_size, padding=module.padding)
+            plain.load_state_dict(module.state_dict())
+            plain_seconds = time_layer(plain, in_shape)
+            row |= {"ms_as_nn_conv2d": round(1e3 * plain_seconds, 2),
+                    "fraction_of_matmul_peak_as_nn_conv2d": round(flops / plain_seconds / 1e9 / peak, 3)}
+        rows.append(row)
+    return rows
 
 
 # --- data loading through the real loop -----------------------------------------------------
@@ -306,6 +354,13 @@ def main() -> None:
         steps.append(row)
         print(f"  {name:<8} {preset:<13} {row['image_size']:>3}²  {row['seconds_per_step']:>7.2f} s/step  "
               f"{row['achieved_gflops']:>6.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f} % of matmul)")
+    layers = bench_layers(peak, repeats=3 if args.quick else 10)
+    slowest = sorted(layers, key=lambda r: r["ms"], reverse=True)[:4]
+    print("  slowest convolutions of the fast CycleGAN, fwd + bwd alone: " + "; ".join(
+        f"{r['net']} {r['layer']} {r['ms']} ms ({100 * r['fraction_of_matmul_peak']:.0f} %)" for r in slowest))
+    for r in layers:
+        if "ms_as_nn_conv2d" in r:
+            print(f"  {r['net']} {r['layer']} as ThinOutputConv2d {r['ms']} ms, as nn.Conv2d {r['ms_as_nn_conv2d']} ms")
     data = bench_data_wait(args.loop_steps)
     print(f"  data wait (fast CycleGAN, phantom): {100 * data['data_wait_fraction_prefetch_2']:.1f} % prefetching, "
           f"{100 * data['data_wait_fraction_prefetch_0']:.1f} % inline; sample_batch {data['sample_batch_ms']} ms")
@@ -332,6 +387,7 @@ def main() -> None:
         "threads": args.threads,
         "matmul_gflops": round(peak, 1),
         "steps": steps,
+        "layers": layers,
         "data_loading": data,
         "synthesis": synth,
         "generator_options": options,

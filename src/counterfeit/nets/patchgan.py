@@ -8,6 +8,7 @@ from torch import nn
 from counterfeit.nets.init import init_weights
 from counterfeit.nets.norm import conv_bias, make_norm
 from counterfeit.nets.shapes import check_image_batch
+from counterfeit.nets.thin_conv import ThinOutputConv2d
 
 KERNEL = 4
 PADDING = 1
@@ -70,7 +71,7 @@ class PatchDiscriminator(nn.Module):
                 make_norm(norm, ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        layers.append(nn.Conv2d(ndf * mult, 1, KERNEL, stride=strides[-1], padding=PADDING))
+        layers.append(ThinOutputConv2d(ndf * mult, KERNEL, padding=PADDING))  # the score map; strides[-1] is 1
         self.model = nn.Sequential(*layers)
         self.n_layers = n_layers
         self.in_channels = in_channels

@@ -8,6 +8,7 @@ from torch import nn
 from counterfeit.nets.init import init_weights
 from counterfeit.nets.norm import conv_bias, make_norm
 from counterfeit.nets.shapes import check_image_batch
+from counterfeit.nets.thin_conv import ThinOutputConv2d
 
 
 class ResnetBlock(nn.Module):
@@ -94,7 +95,9 @@ class ResnetGenerator(nn.Module):
                 make_norm(norm, ngf * mult // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        # one output channel (a CT or MR slice): the layer oneDNN runs slowest, so it gets the tap-sum form
+        out_conv = ThinOutputConv2d(ngf, 7) if out_channels == 1 else nn.Conv2d(ngf, out_channels, 7)
+        layers += [nn.ReflectionPad2d(3), out_conv, nn.Tanh()]
         self.model = nn.Sequential(*layers)
         init_weights(self)
 
