@@ -5,7 +5,9 @@ Prints a table and writes benchmarks/results/train_speed.json (--quick: train_sp
 Other processes on the machine slow every number down: the load average is recorded before and after.
 
 What is measured
-- matmul: fp32 2048 x 2048 matmuls, best of 5: the machine's practical GFLOP/s peak.
+- matmul: fp32 2048 x 2048 matmuls, best of 5, at the start and again after the layer timings: the machine's
+  practical GFLOP/s peak is the higher of the two (on a shared VM it drifts by 10-20 % within minutes, and a low
+  reading would inflate every fraction below).
 - steps/s of the real recipes (`CycleGANRecipe`, `PairedRecipe`, built from their presets) on
   synthetic in-memory batches (uniform noise through the recipes' own `sample_batch`): the
   paper configuration ("wolterink2017": ngf 64, 9 residual blocks, 70x70 PatchGAN, batch 1, 1
@@ -20,7 +22,8 @@ What is measured
   (`synthesize_volume`, batches of 8 slices).
 - one generator (paper size, 128²) forward in bf16 autocast vs fp32; forward + backward in
   channels_last vs the default layout; torch.compile vs eager (compile time reported too);
-  and 1 vs 2 torch threads.
+  and 1 vs 2 torch threads. With compile on, also the default CycleGAN step with its four networks compiled,
+  against eager.
 
 FLOP accounting of one step (G = one generator forward, D = one discriminator forward on a
 `d_crop` crop; a convolution's backward costs one forward for the input gradient and one for
@@ -145,8 +148,12 @@ def profile_step(recipe: Any, batch: Any) -> dict[str, Any]:
 
 
 def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak: float,
-                profile: bool = False) -> dict[str, Any]:
+                profile: bool = False, compile_nets: bool = False) -> dict[str, Any]:
     recipe = build_recipe(name, preset, image_size)
+    if compile_nets:
+        from counterfeit.train.compiled import compile_for_training
+
+        compile_for_training(recipe.nets)
     c = recipe.config
     # batches shaped as the generators take them (slices plus the depth channel, when the config has one)
     if name == "cyclegan":
@@ -157,7 +164,9 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
     recipe.train_mode(True)
     rng = np.random.default_rng(0)
     batches = [recipe.sample_batch(rng) for _ in range(steps + 1)]
-    recipe.train_step(batches[0], 0)  # warm-up: allocator, oneDNN primitive caches
+    start = time.perf_counter()
+    recipe.train_step(batches[0], 0)  # warm-up: allocator, oneDNN primitive caches (and the compile)
+    first_step = time.perf_counter() - start
     start = time.perf_counter()
     for i, batch in enumerate(batches[1:], 1):
         recipe.train_step(batch, i)
@@ -173,10 +182,11 @@ def bench_steps(name: str, preset: str, image_size: int | None, steps: int, peak
         "gflop_per_step": round(flops / 1e9, 1), "achieved_gflops": round(flops / seconds / 1e9, 1),
         "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak, 3),
         **({"profile": profiled} if profiled else {}),
+        **({"compiled": True, "first_step_seconds_with_compile": round(first_step, 1)} if compile_nets else {}),
     }
 
 
-def bench_layers(peak: float, repeats: int = 10) -> list[dict[str, Any]]:
+def bench_layers(repeats: int = 10) -> list[dict[str, Any]]:
     """Forward + backward (input and weight gradients) of each convolution of the default CycleGAN's generator and
     discriminator alone, at the shapes a training step feeds it: which layers run far below the matmul rate.
     Layers computed as ThinOutputConv2d are timed as plain nn.Conv2d too."""
@@ -212,13 +222,13 @@ def bench_layers(peak: float, repeats: int = 10) -> list[dict[str, Any]]:
         row = {"net": net, "layer": f"{module.in_channels}->{module.out_channels} k{module.kernel_size[0]} "
                                     f"s{module.stride[0]}", "input": list(in_shape),
                "kind": type(module).__name__, "ms": round(1e3 * seconds, 2),
-               "fraction_of_matmul_peak": round(flops / seconds / 1e9 / peak, 3)}
+               "gflops": round(flops / seconds / 1e9, 1)}
         if isinstance(module, ThinOutputConv2d):
             plain = torch.nn.Conv2d(module.in_channels, 1, module.kernel_size, padding=module.padding)
             plain.load_state_dict(module.state_dict())
             plain_seconds = time_layer(plain, in_shape)
             row |= {"ms_as_nn_conv2d": round(1e3 * plain_seconds, 2),
-                    "fraction_of_matmul_peak_as_nn_conv2d": round(flops / plain_seconds / 1e9 / peak, 3)}
+                    "gflops_as_nn_conv2d": round(flops / plain_seconds / 1e9, 1)}
         rows.append(row)
     return rows
 
@@ -345,7 +355,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    peak = matmul_gflops()
+    peak = peak_start = matmul_gflops()
     print(f"fp32 matmul 2048²: {peak:.1f} GFLOP/s ({args.threads} thread(s), load average {load_before:.1f})")
 
     steps = []
@@ -354,7 +364,19 @@ def main() -> None:
         steps.append(row)
         print(f"  {name:<8} {preset:<13} {row['image_size']:>3}²  {row['seconds_per_step']:>7.2f} s/step  "
               f"{row['achieved_gflops']:>6.1f} GFLOP/s ({100 * row['fraction_of_matmul_peak']:.0f} % of matmul)")
-    layers = bench_layers(peak, repeats=3 if args.quick else 10)
+    layers = bench_layers(repeats=3 if args.quick else 10)
+    peak_after = matmul_gflops()
+    peak = max(peak, peak_after)
+    for row in steps:
+        row["fraction_of_matmul_peak"] = round(row["achieved_gflops"] / peak, 3)
+    for row in layers:
+        row["fraction_of_matmul_peak"] = round(row["gflops"] / peak, 3)
+        if "gflops_as_nn_conv2d" in row:
+            row["fraction_of_matmul_peak_as_nn_conv2d"] = round(row["gflops_as_nn_conv2d"] / peak, 3)
+    print(f"fp32 matmul 2048² again: {peak_after:.1f} GFLOP/s; the fractions below and in the JSON use {peak:.1f}")
+    for row in steps:
+        print(f"  {row['recipe']:<8} {row['preset']:<13} {row['image_size']:>3}²  "
+              f"{100 * row['fraction_of_matmul_peak']:.0f} % of matmul")
     slowest = sorted(layers, key=lambda r: r["ms"], reverse=True)[:4]
     print("  slowest convolutions of the fast CycleGAN, fwd + bwd alone: " + "; ".join(
         f"{r['net']} {r['layer']} {r['ms']} ms ({100 * r['fraction_of_matmul_peak']:.0f} %)" for r in slowest))
@@ -380,17 +402,27 @@ def main() -> None:
               f"per fwd+bwd (eager {options['forward_backward_fp32_s']} s)")
     elif "compile_error" in options:
         print(f"  torch.compile failed: {options['compile_error']}")
+    compiled_step = None
+    if "compile_seconds" in options:  # the default CycleGAN step with its four networks compiled
+        compiled_step = bench_steps("cyclegan", "fast", None, max(args.steps, 10), peak, compile_nets=True)
+        eager_step = bench_steps("cyclegan", "fast", None, max(args.steps, 10), peak)
+        print(f"  default CycleGAN step: compiled {compiled_step['seconds_per_step']} s "
+              f"(first step {compiled_step['first_step_seconds_with_compile']} s), "
+              f"eager {eager_step['seconds_per_step']} s")
+        compiled_step["eager_seconds_per_step"] = eager_step["seconds_per_step"]
 
     result = {
         "benchmark": "train_speed",
         "quick": args.quick,
         "threads": args.threads,
         "matmul_gflops": round(peak, 1),
+        "matmul_gflops_start_and_after_layers": [round(peak_start, 1), round(peak_after, 1)],
         "steps": steps,
         "layers": layers,
         "data_loading": data,
         "synthesis": synth,
         "generator_options": options,
+        "compiled_default_cyclegan_step": compiled_step,
         "flop_accounting": {"cyclegan": "12 G + 12 D forward-equivalents per step", "paired": "3 G + 6 D"},
         "seconds_total": round(time.perf_counter() - t0, 1),
         "load_average_before": round(load_before, 2),

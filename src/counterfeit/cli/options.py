@@ -23,8 +23,9 @@ CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps 
 Resume = Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its newest good checkpoint (its saved config wins).")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the networks for training: about a minute "
-                                       "of compiling per network at the first step; on CPU the steps were only "
-                                       "~5 % faster (see docs/performance.md).")]
+                                       "of compiling per network at the first step (seconds once cached); on CPU the "
+                                       "default CycleGAN's steps were 7-11 % faster, paper-size ones ~4 % "
+                                       "(docs/performance.md). Worth it for runs longer than ~20 minutes.")]
 
 
 def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int, minutes: float | None, seed: int,
