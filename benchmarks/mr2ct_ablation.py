@@ -122,6 +122,10 @@ FOLLOW_UP: dict[str, tuple[str, dict[str, Any], float]] = {
     "cycle5": ("fast", {"lambda_cycle": 5.0}, 1.0),
     # round 47: two slices per step; bigger tensors run the convolutions nearer the matmul rate (issue #7's GFLOP/s)
     "batch2": ("fast", {"batch_size": 2}, 1.0),
+    # round 48: a wider linear part of the asinh CT scale (default 100 HU) gives cortical bone more of [-1, 1]
+    # (the demo's bone is ~470 HU too dark)
+    "asinh_width200": ("fast", {"asinh_width": 200.0}, 1.0),
+    "asinh_width400": ("fast", {"asinh_width": 400.0}, 1.0),
 }
 ALL_VARIANTS = {**VARIANTS, **FOLLOW_UP}
 PHANTOM = {"subjects": 24, "shape": (48, 128, 128), "seed": 0, "splits": (0.625, 0.125, 0.25)}

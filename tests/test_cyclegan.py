@@ -295,6 +295,17 @@ def test_ct_scale_reaches_training_data_and_synthesis(phantom):
     np.testing.assert_allclose(synthesize_volume(asinh, mr).array, unit_to_ct(unit, scale="asinh"), rtol=1e-5, atol=1e-2)
     with pytest.raises(UserError, match="--ct-scale"):
         build(tiny(phantom, ct_scale="log"), data=False)
+    # the asinh scale's width reaches the training data and synthesis too
+    wide = build(tiny(phantom, depth_channel=False, asinh_width=400.0))
+    for lin, w in zip(linear.data.ct, wide.data.ct):
+        np.testing.assert_allclose(w, ct_to_unit(unit_to_ct(lin), scale="asinh", asinh_width=400.0), atol=1e-4)
+    spec = wide.synthesis_spec()
+    assert spec.asinh_width == 400.0
+    unit = predict_unit_slices(spec, volume_slices(normalise_mr(spec, mr.array), context=spec.context))
+    np.testing.assert_allclose(synthesize_volume(wide, mr).array, unit_to_ct(unit, scale="asinh", asinh_width=400.0),
+                               rtol=1e-5, atol=1e-2)
+    with pytest.raises(UserError, match="--asinh-width"):
+        build(tiny(phantom, asinh_width=-1.0), data=False)
 
 
 def test_depth_channel_feeds_every_network_and_synthesis(phantom, tmp_path):

@@ -55,6 +55,21 @@ def test_asinh_scale_round_trip_edges_and_soft_tissue_slope():
     assert 0.35 < gain(1350.0, 1450.0) < 0.5
 
 
+def test_asinh_width_trades_soft_tissue_range_for_bone_range():
+    hu = np.array([HU_WINDOW[0], -100.0, 10.0, 40.0, 800.0, 1500.0, HU_WINDOW[1]])
+    spans = {}
+    for width in (100.0, 400.0):
+        x = ct_to_unit(hu, scale="asinh", asinh_width=width)
+        np.testing.assert_allclose(x[[0, -1]], [-1.0, 1.0], atol=1e-6)
+        np.testing.assert_allclose(unit_to_ct(x, scale="asinh", asinh_width=width), hu, rtol=1e-6, atol=1e-6)
+        spans[width] = (x[3] - x[2], x[5] - x[4])  # CSF -> grey matter, diploe -> cortical bone
+    assert spans[400.0][0] < spans[100.0][0] and spans[400.0][1] > spans[100.0][1]
+    # the default width is the one the scale always had, and a wrong width is an error, not a silent NaN
+    np.testing.assert_array_equal(ct_to_unit(hu, scale="asinh"), ct_to_unit(hu, scale="asinh", asinh_width=100.0))
+    with pytest.raises(UserError, match="width must be > 0"):
+        ct_to_unit(hu, scale="asinh", asinh_width=0.0)
+
+
 def test_unknown_ct_scale():
     with pytest.raises(UserError, match="unknown CT scale 'log'"):
         unit_to_ct(np.zeros(3), scale="log")

@@ -52,6 +52,7 @@ UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net le
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
 DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
 CtScale = Annotated[Optional[str], typer.Option("--ct-scale", help="How HU map onto the networks' [-1, 1]: asinh (default: soft tissue 5.6x wider, bone 2.4x narrower; docs/mr2ct_ablation.md, rounds 33-36) | linear (the paper's).")]
+AsinhWidth = Annotated[Optional[float], typer.Option("--asinh-width", help="HU around soft tissue where the asinh CT scale is linear; beyond it, logarithmic (default 100; wider gives bone more of [-1, 1]).")]
 DepthChannel = Annotated[Optional[bool], typer.Option("--depth-channel/--no-depth-channel", help="Give every network each slice's depth below the body surface (from the image's own body mask) as one more channel (default: on).")]
 Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random left-right flips of training slices.")]
 
@@ -128,6 +129,7 @@ def train_cyclegan(
     decay_from: DecayFrom = 0.5,
     flip: Flip = None,
     ct_scale: CtScale = None,
+    asinh_width: AsinhWidth = None,
     depth_channel: DepthChannel = None,
     steps: Steps = 3000,
     minutes: Minutes = None,
@@ -154,7 +156,7 @@ def train_cyclegan(
             CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
-            lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel,
+            lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel,
             **_schedule(steps, decay_from),
         )
         validate_config(config)
@@ -192,6 +194,7 @@ def train_paired(
     decay_from: DecayFrom = 0.5,
     flip: Flip = None,
     ct_scale: CtScale = None,
+    asinh_width: AsinhWidth = None,
     depth_channel: DepthChannel = None,
     steps: Steps = 3000,
     minutes: Minutes = None,
@@ -217,7 +220,7 @@ def train_paired(
         config = apply_preset(
             PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
-            lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, depth_channel=depth_channel, **_schedule(steps, decay_from),
+            lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel, **_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():

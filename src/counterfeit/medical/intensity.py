@@ -27,29 +27,36 @@ ASINH_WIDTH_HU = 100.0
 DEPTH_SCALE_MM = 60.0  # depth_map: depth below the body surface mapped onto [-1, 1] up to this depth
 
 
-def ct_to_unit(hu, window: tuple[float, float] = HU_WINDOW, scale: str = "linear"):
-    """Clip Hounsfield units to `window` and map it onto [-1, 1] on `scale` (see CT_SCALES)."""
+def ct_to_unit(hu, window: tuple[float, float] = HU_WINDOW, scale: str = "linear",
+               asinh_width: float = ASINH_WIDTH_HU):
+    """Clip Hounsfield units to `window` and map it onto [-1, 1] on `scale` (see CT_SCALES).
+
+    `asinh_width` (HU) sets where the "asinh" scale turns from linear to logarithmic: wider gives bone more of
+    [-1, 1] and soft tissue less."""
     lo, hi = _window(window)
     hu = _as_array(hu)
     if _scale(scale) == "asinh":
-        a, b = _asinh_coefficients(lo, hi)
-        return (_asinh((hu.clip(lo, hi) - ASINH_CENTRE_HU) / ASINH_WIDTH_HU) * a + b).clip(-1.0, 1.0)
+        a, b = _asinh_coefficients(lo, hi, asinh_width)
+        return (_asinh((hu.clip(lo, hi) - ASINH_CENTRE_HU) / asinh_width) * a + b).clip(-1.0, 1.0)
     return (hu.clip(lo, hi) - lo) / (hi - lo) * 2.0 - 1.0  # divide, not multiply: exact at the edges
 
 
-def unit_to_ct(x, window: tuple[float, float] = HU_WINDOW, scale: str = "linear"):
+def unit_to_ct(x, window: tuple[float, float] = HU_WINDOW, scale: str = "linear",
+               asinh_width: float = ASINH_WIDTH_HU):
     """Inverse of `ct_to_unit`: [-1, 1] -> HU (values outside [-1, 1] are clipped first)."""
     lo, hi = _window(window)
     x = _as_array(x).clip(-1.0, 1.0)
     if _scale(scale) == "asinh":
-        a, b = _asinh_coefficients(lo, hi)
-        return (_sinh((x - b) / a) * ASINH_WIDTH_HU + ASINH_CENTRE_HU).clip(lo, hi)
+        a, b = _asinh_coefficients(lo, hi, asinh_width)
+        return (_sinh((x - b) / a) * asinh_width + ASINH_CENTRE_HU).clip(lo, hi)
     return (x + 1.0) / 2.0 * (hi - lo) + lo
 
 
-def _asinh_coefficients(lo: float, hi: float) -> tuple[float, float]:
+def _asinh_coefficients(lo: float, hi: float, width: float) -> tuple[float, float]:
     """a, b with a * asinh((HU - centre) / width) + b equal to -1 at `lo` and 1 at `hi`."""
-    s_lo, s_hi = (float(np.arcsinh((v - ASINH_CENTRE_HU) / ASINH_WIDTH_HU)) for v in (lo, hi))
+    if not width > 0:
+        raise UserError(f"the asinh scale's width must be > 0 HU, got {width}")
+    s_lo, s_hi = (float(np.arcsinh((v - ASINH_CENTRE_HU) / width)) for v in (lo, hi))
     a = 2.0 / (s_hi - s_lo)
     return a, 1.0 - a * s_hi
 

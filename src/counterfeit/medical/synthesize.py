@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from counterfeit.data.volumes import Volume
-from counterfeit.medical.intensity import HU_WINDOW, MR_PERCENTILES, depth_map, mr_to_unit, unit_to_ct
+from counterfeit.medical.intensity import ASINH_WIDTH_HU, HU_WINDOW, MR_PERCENTILES, depth_map, mr_to_unit, unit_to_ct
 from counterfeit.medical.slicing import pad_to_multiple, volume_slices
 
 
@@ -35,6 +35,7 @@ class SynthesisSpec:
     mr_percentiles: tuple[float, float] = MR_PERCENTILES
     hu_window: tuple[float, float] = HU_WINDOW
     ct_scale: str = "linear"
+    asinh_width: float = ASINH_WIDTH_HU  # HU, for ct_scale "asinh"
     depth_channel: bool = False  # the MR's depth map (intensity.depth_map) follows its slices as one more channel
 
 
@@ -98,7 +99,7 @@ def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
         raise ValueError(f"synthesize_volume expects a 3D volume, got shape {mr.array.shape}")
     depth = depth_map(mr.array, "mr", mr.spacing) if spec.depth_channel else None
     unit = predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth), batch_size=batch_size)
-    hu = unit_to_ct(unit, tuple(spec.hu_window), spec.ct_scale).astype(np.float32)
+    hu = unit_to_ct(unit, tuple(spec.hu_window), spec.ct_scale, spec.asinh_width).astype(np.float32)
     return mr.with_array(hu)
 
 

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from counterfeit.errors import UserError
-from counterfeit.medical.intensity import CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, depth_map, mr_to_unit
+from counterfeit.medical.intensity import (ASINH_WIDTH_HU, CT_SCALES, HU_WINDOW, MR_PERCENTILES, ct_to_unit, depth_map,
+                                           mr_to_unit)
 from counterfeit.nets.norm import NORM_KINDS
 from counterfeit.nets.patchgan import min_input_size, receptive_field
 from counterfeit.nets.resnet import UPSAMPLE_KINDS, ResnetGenerator
@@ -83,12 +84,13 @@ class MR2CTConfig:
     # how HU map onto the networks' [-1, 1] (intensity.CT_SCALES): "asinh" gives soft tissue 5.6x more of the range
     # than "linear", so a brain offset shows to every loss; 15 % and 13 % lower MAE (rounds 33-36)
     ct_scale: str = "asinh"
+    asinh_width: float = ASINH_WIDTH_HU  # HU; where the asinh scale turns logarithmic (wider: more range for bone)
     depth_channel: bool = True  # networks also see each slice's depth below the body surface (rounds 27-32)
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
 
     # Options added after older runs were saved, with the value those runs trained with (train.recipe.config_from_dict).
     ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False, "ct_scale": "linear",
-                                                    "upsample": "transpose"}
+                                                    "upsample": "transpose", "asinh_width": ASINH_WIDTH_HU}
 
 
 def apply_preset(config_cls: type, presets: dict[str, dict[str, Any]], preset: str, **overrides: Any) -> Any:
@@ -171,6 +173,8 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     if config.ct_scale not in CT_SCALES:
         raise UserError(f"--ct-scale must be one of {', '.join(CT_SCALES)}, got {config.ct_scale!r}")
+    if not config.asinh_width > 0:
+        raise UserError(f"--asinh-width must be > 0 HU, got {config.asinh_width}")
     if config.upsample not in UPSAMPLE_KINDS:
         raise UserError(f"--upsample must be one of {', '.join(UPSAMPLE_KINDS)}, got {config.upsample!r}")
     if config.d_norm is not None and config.d_norm not in NORM_KINDS:
@@ -279,7 +283,7 @@ def _norm_mr(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
 
 
 def _norm_ct(config: MR2CTConfig, array: np.ndarray) -> np.ndarray:
-    return np.asarray(ct_to_unit(array, tuple(config.hu_window), config.ct_scale), dtype=np.float32)
+    return np.asarray(ct_to_unit(array, tuple(config.hu_window), config.ct_scale, config.asinh_width), dtype=np.float32)
 
 
 def _phantom_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
@@ -394,7 +398,7 @@ class MR2CTRecipe(Recipe):
         c = self.config
         return SynthesisSpec(self.synthesis_generator(), context=c.context, multiple=self.size_multiple,
                              mr_percentiles=tuple(c.mr_percentiles), hu_window=tuple(c.hu_window),
-                             ct_scale=c.ct_scale, depth_channel=c.depth_channel)
+                             ct_scale=c.ct_scale, asinh_width=c.asinh_width, depth_channel=c.depth_channel)
 
     def _preview(self) -> list[PreviewCase]:
         data = getattr(self, "data", None)
@@ -412,7 +416,7 @@ class MR2CTRecipe(Recipe):
         errors = []
         for case in cases:
             unit = predict_unit_slices(spec, input_slices(spec, case.mr_unit, case.mr_depth))
-            sct = unit_to_ct(unit, spec.hu_window, spec.ct_scale)
+            sct = unit_to_ct(unit, spec.hu_window, spec.ct_scale, spec.asinh_width)
             inside = case.mask if case.mask is not None else body_mask(case.ct_hu, "ct")
             errors.append(float(np.abs(sct - case.ct_hu)[inside].mean()))
         return {f"{self.data.preview_split}_mae_hu": float(np.mean(errors))}
@@ -434,7 +438,8 @@ class MR2CTRecipe(Recipe):
                 depth = case.mr_depth[first:last] if case.mr_depth is not None else None
                 window = input_slices(spec, case.mr_unit[first:last], depth)
                 mid = z - first
-                sct = unit_to_ct(predict_unit_slices(spec, window[mid : mid + 1])[0], spec.hu_window, spec.ct_scale)
+                sct = unit_to_ct(predict_unit_slices(spec, window[mid : mid + 1])[0], spec.hu_window, spec.ct_scale,
+                                 spec.asinh_width)
                 ref = case.ct_hu[z] if case.ct_hu is not None else None
                 rows.append((case.mr_unit[z], sct, ref))
         write_sample_grid(rows, Path(out_dir) / f"step_{step:08d}.png", title=f"step {step}")
