@@ -92,3 +92,37 @@ def test_candidates_need_a_reference_to_choose(options, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="probe_fraction"):
         budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False, candidates=2,
                                 probe_fraction=1.0)
+
+
+def test_keep_best_keeps_the_lowest_validation_mae_checkpoint_across_resumes(options, tmp_path, monkeypatch):
+    from counterfeit.train.recipes.cyclegan import CycleGANRecipe
+
+    # a validation MAE that is lowest at step 4 and worse ever after, so that checkpoint must outlive pruning
+    monkeypatch.setattr(CycleGANRecipe, "metrics", lambda self, step: {"val_mae_hu": 100.0 - step if step <= 4 else 100.0 + step})
+    _plan(monkeypatch, 16)  # evaluations every 16 // 8 = 2 steps; the budget resumes at steps 2 and 7
+    got = budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", seed=3, progress=False, keep_best=True)
+    run = tmp_path / "run"
+    assert got["steps"] == 16 and got["best"] == {"step": 4, "metric": "val_mae_hu", "value": 96.0}
+    assert ckpt.read_best(run) == got["best"]
+    steps = [c.step for c in ckpt.list_checkpoints(run)]
+    assert 4 in steps and steps[-1] == 16 and len(steps) == 4  # the newest 3, and the best
+    assert read_run_config(run)["loop"]["keep_best"] is True and read_run_config(run)["loop"]["metrics_every"] == 2
+
+    best, latest = _weights(run), {f"{n}.{k}": v for n, net in load_run(run, "cpu", weights="latest").nets.items()
+                                   for k, v in net.state_dict().items()}
+    state4 = {}
+    for name in load_run(run, "cpu").nets:
+        from safetensors.torch import load_file
+
+        state4.update({f"{name}.{k}": v for k, v in load_file(str(run / "checkpoints" / "step_00000004" / f"{name}.safetensors")).items()})
+    assert all(torch.equal(best[k], state4[k]) for k in best)
+    assert any(not torch.equal(best[k], latest[k]) for k in best)
+    with pytest.raises(UserError, match="weights must be one of"):
+        load_run(run, "cpu", weights="last")
+
+    # a fresh run started in the same folder (no resume) forgets the old record: "best" means its newest checkpoint
+    from counterfeit.train.loop import LoopConfig, train
+
+    recipe = CycleGANRecipe(CycleGANRecipe.Config(**options), torch.device("cpu"))
+    train(recipe, LoopConfig(steps=2, progress=False, tensorboard=False), run)
+    assert ckpt.read_best(run) is None and ckpt.best_checkpoint(run) is None

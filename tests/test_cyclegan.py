@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -263,12 +264,14 @@ def test_cli_train_and_resume(phantom, tmp_path):
     out = tmp_path / "run"
     args = ["train", "cyclegan", "--out", str(out), "--phantom", str(phantom), "--image-size", "32", "--ngf", "4",
             "--blocks", "1", "--ndf", "4", "--d-crop", "24", "--steps", "2", "--checkpoint-every", "1",
-            "--sample-every", "1", "--no-progress", "--device", "cpu"]
+            "--sample-every", "1", "--no-progress", "--device", "cpu", "--keep-best"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("config.json", "metrics.csv", "loss.png", "samples/step_00000002.png", "tensorboard"):
         assert (out / name).exists(), name
-    assert [c.step for c in ckpt.list_checkpoints(out)] == [1, 2]
+    assert [c.step for c in ckpt.list_checkpoints(out)] == [1, 2]  # a new best at a checkpoint step is saved once
+    assert json.loads((out / "config.json").read_text())["loop"]["keep_best"] is True
+    assert ckpt.read_best(out)["step"] in (1, 2) and ckpt.read_best(out)["metric"].endswith("_mae_hu")
     result = CliRunner().invoke(app, ["train", "cyclegan", "--resume", str(out), "--steps", "3", "--no-progress", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert ckpt.list_checkpoints(out)[-1].step == 3

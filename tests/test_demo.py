@@ -43,12 +43,26 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     tried = summary["training"]["unpaired"]["candidates"]
     assert [t["kept"] for t in tried].count(True) == 1 and summary["training"]["paired"]["candidates"] == []
     assert "started 2 candidates" in md
+    # each model synthesised with its checkpoint of lowest validation MAE, which outlived pruning
+    for model in MODELS:
+        best = summary["training"][model]["best"]
+        logged = _validation_rows(tmp_path / "demo" / model / "metrics.csv", best["metric"])
+        assert best["value"] == pytest.approx(min(v for _, v in logged), rel=1e-4)
+        assert (tmp_path / "demo" / model / "checkpoints" / f"step_{best['step']:08d}").is_dir()
+        assert f"{model}: step {best['step']} of" in md
     # the error split by the phantom's tissues adds up to each model's pooled MAE; the report shows it
     for name, tissues in summary["errors_by_tissue"].items():
         assert "white matter" in [t["name"] for t in tissues], name
         assert sum(t["fraction"] for t in tissues) == pytest.approx(1.0)
         assert 0 < sum(t["contribution"] for t in tissues) < 2000
     assert "MAE by tissue" in md and "| white matter |" in md
+
+
+def _validation_rows(csv_path: Path, key: str) -> list[tuple[int, float]]:
+    import csv
+
+    with open(csv_path) as fh:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(fh) if r.get(key)]
 
 
 def test_demo_rejects_a_budget_too_small(tmp_path: Path) -> None:

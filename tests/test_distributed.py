@@ -63,3 +63,15 @@ def test_ddp_checkpoint_resumes_single_process(tmp_path):
     finally:
         sys.path.remove(str(WORKER.parent))
     assert result.steps_done == 15
+
+
+def test_ddp_keep_best_saves_on_every_rank_together(tmp_path):
+    """A new best is decided on rank 0 (which alone evaluates); every rank must join its save, or the barrier hangs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    f"--master_port={_free_port()}", "--master_addr=127.0.0.1",
+                    str(WORKER), str(tmp_path / "run"), "12", "8", "100", "16", "keep-best"],
+                   check=True, env=env, timeout=180)
+    assert ckpt.read_best(tmp_path / "run") == {"step": 6, "metric": "val_mae_hu", "value": 1.0}
+    # a checkpoint at each new low (2, 4, 6; 8 only ties) and at the end; keep_checkpoints=3 pruned step 2
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path / "run")] == [4, 6, 12]

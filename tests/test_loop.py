@@ -154,3 +154,35 @@ def test_state_file_refuses_pickled_objects(tmp_path):
     torch.save({"obj": Evil()}, bad)
     with pytest.raises(ckpt.CheckpointError, match="refused or unreadable"):
         ckpt.read_state_file(bad)
+
+
+@register_recipe
+class ValidatedRegressionRecipe(RegressionRecipe):
+    """The regression with a validation MAE (the key keep_best selects by): its weight error, in made-up HU."""
+
+    name = "test-regression-validated"
+
+    def metrics(self, step):
+        return {"val_mae_hu": 100.0 * super().metrics(step)["w_err"]}
+
+
+def test_keep_best_evaluates_a_run_stopped_by_its_budget(tmp_path):
+    torch.manual_seed(0)
+    recipe = ValidatedRegressionRecipe(RegressionConfig(), torch.device("cpu"))
+    result = train(recipe, _loop(10**7, minutes=0.02, checkpoint_every=0, metrics_every=50, keep_best=True), tmp_path)
+    assert result.stopped_early == "budget"
+    rows = [r for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    col = header.index("val_mae_hu")
+    logged = [(int(r.split(",")[0]), float(r.split(",")[col])) for r in rows if r.split(",")[col]]
+    assert logged[-1][0] == result.steps_done  # the stopped model was evaluated
+    best = ckpt.read_best(tmp_path)
+    assert best["value"] == pytest.approx(min(v for _, v in logged), rel=1e-5)
+    assert ckpt.best_checkpoint(tmp_path).step == best["step"]
+
+
+def test_keep_best_without_a_validation_mae_warns_once_and_uses_the_newest(tmp_path):
+    with pytest.warns(UserWarning, match="no validation MAE") as caught:
+        train(_recipe(), _loop(12, metrics_every=2, keep_best=True), tmp_path)
+    assert sum("no validation MAE" in str(w.message) for w in caught) == 1
+    assert ckpt.read_best(tmp_path) is None and load_run(tmp_path, "cpu") is not None

@@ -133,5 +133,14 @@ def test_cli(run_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["sub-000.nii.gz", "sub-001.nii.gz", "sub-002.nii.gz"]
     wrong = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--layout", str(src), "--output", str(tmp_path)])
     assert isinstance(wrong.exception, UserError) and "crn" in str(wrong.exception)
+    latest = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--weights", "latest",
+                                      "--output", str(tmp_path / "latest.nii.gz"), "--device", "cpu"])
+    assert latest.exit_code == 0, latest.output  # a run without --keep-best: best and latest are the same checkpoint
+    from counterfeit.data.volumes import read_volume
+
+    assert np.array_equal(read_volume(tmp_path / "latest.nii.gz").array, read_volume(tmp_path / "sct.nii.gz").array)
+    bogus = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--weights", "last",
+                                     "--output", str(tmp_path / "x.nii.gz")])
+    assert isinstance(bogus.exception, UserError) and "--weights" in str(bogus.exception)
     no_run = CliRunner().invoke(app, ["synthesize", "--model", str(tmp_path), "--input", str(src), "--output", str(tmp_path / "o.nii")])
     assert isinstance(no_run.exception, UserError) and "not a run directory" in str(no_run.exception)

@@ -1,7 +1,8 @@
 """A deterministic recipe run under torchrun by tests/test_distributed.py (and directly for the reference run).
 
-Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH [CHECKPOINT_EVERY [HIDDEN]]
-An existing run directory with a checkpoint is resumed instead of started again.
+Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH [CHECKPOINT_EVERY [HIDDEN [keep-best]]]
+An existing run directory with a checkpoint is resumed instead of started again. With `keep-best` the loop evaluates
+every 2 steps a made-up validation MAE, |step - 7|, and keeps its lowest checkpoint (step 6).
 """
 
 from __future__ import annotations
@@ -51,11 +52,15 @@ class TwoLayerRegression(Recipe):
         self.optimizers["net"].step()
         return {"loss": loss}
 
+    def metrics(self, step: int) -> dict[str, float]:
+        return {"val_mae_hu": float(abs(step - 7))}
+
 
 if __name__ == "__main__":
     run_dir, steps, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     every = int(sys.argv[4]) if len(sys.argv) > 4 else 10
     hidden = int(sys.argv[5]) if len(sys.argv) > 5 else 16
+    keep_best = len(sys.argv) > 6 and sys.argv[6] == "keep-best"
     torch.set_num_threads(1)
     if latest_checkpoint(run_dir) is not None:
         resume_run(run_dir, steps=steps, device="cpu", progress=False)
@@ -63,4 +68,4 @@ if __name__ == "__main__":
         seed_everything(0)
         recipe = TwoLayerRegression(Config(batch=batch, hidden=hidden), torch.device("cpu"))
         train(recipe, LoopConfig(steps=steps, log_every=5, checkpoint_every=every, sample_every=0, progress=False,
-                                 tensorboard=False), run_dir)
+                                 tensorboard=False, keep_best=keep_best, metrics_every=2 if keep_best else 0), run_dir)

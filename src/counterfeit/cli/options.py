@@ -27,10 +27,14 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the netw
                                        "default CycleGAN's steps were 7-11 % faster, paper-size ones ~4 % "
                                        "(docs/performance.md). Worth it for runs longer than ~20 minutes.")]
 
+KeepBest = Annotated[bool, typer.Option("--keep-best/--no-keep-best", help="Checkpoint each new low of the validation "
+                                        "MAE and keep it; `synthesize` then uses it (--weights best). Needs held-out "
+                                        "cases with a reference CT.")]
+
 
 def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int, minutes: float | None, seed: int,
                device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
-               no_progress: bool, metrics_every: int = 0, compile: bool = False) -> None:
+               no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False) -> None:
     """Train a freshly configured recipe, or resume `resume`, and print a short summary."""
     from rich.console import Console
 
@@ -47,7 +51,7 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
         recipe = recipe_class(recipe_name)(recipe_config, dev)
         loop = LoopConfig(steps=steps, minutes=minutes, seed=seed, log_every=log_every, metrics_every=metrics_every,
                           sample_every=sample_every, checkpoint_every=checkpoint_every, progress=not no_progress,
-                          compile=compile)
+                          compile=compile, keep_best=keep_best)
         result = train(recipe, loop, out)
     note = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
     console.print(f"[bold]{recipe_name}[/]: {result.steps_done} steps in {result.seconds:.1f} s{note}; "

@@ -25,6 +25,7 @@ def synthesize(
     suffix: Annotated[str, typer.Option("--suffix", help="Folder input: extension of the outputs (.nii.gz, .nii, .mha, .mhd, .nrrd).")] = ".nii.gz",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
+    weights: Annotated[str, typer.Option("--weights", help="MR -> CT runs: best (the checkpoint with the lowest validation MAE, when the run kept one with --keep-best) or latest.")] = "best",
 ) -> None:
     """Synthetic CT from MR with a cyclegan/paired run, or images from layouts with a crn run."""
     from counterfeit.errors import UserError
@@ -35,6 +36,8 @@ def synthesize(
         raise UserError("synthesize: give --output (a file or folder)")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if weights not in ("best", "latest"):
+        raise UserError(f"--weights must be best or latest, got {weights!r}")
     if kind == "crn":
         if input_path is not None or not layout:
             raise UserError(f"{model} is a crn (layout -> image) run: give --layout L.png (and --output DIR), not --input")
@@ -53,7 +56,8 @@ def synthesize(
         raise UserError(f"{model} is a {kind} (MR -> CT) run: --layout needs a crn run; give --input MR instead")
     if input_path is None:
         raise UserError(f"{model} is a {kind} (MR -> CT) run: give --input MR (file or folder)")
-    results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix, batch_size=batch_size)
+    results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix,
+                              batch_size=batch_size, weights=weights)
     for path, seconds in results:
         typer.echo(f"wrote {path} ({seconds:.2f} s)")
     mean = sum(s for _, s in results) / len(results)

@@ -19,6 +19,7 @@ from counterfeit.cli.options import (
     LogEvery,
     Minutes,
     Compile,
+    KeepBest,
     NoProgress,
     Out,
     Resume,
@@ -142,6 +143,7 @@ def train_cyclegan(
     resume: Resume = None,
     no_progress: NoProgress = False,
     compile_: Compile = False,
+    keep_best: KeepBest = False,
 ) -> None:
     """Unpaired CycleGAN MR -> CT (Wolterink et al. 2017): Syn_CT, Syn_MR, Dis_CT, Dis_MR with least-squares losses.
 
@@ -164,7 +166,7 @@ def train_cyclegan(
             setattr(config, key, value)
     run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
-               metrics_every=metrics_every)
+               metrics_every=metrics_every, keep_best=keep_best)
 
 
 @train_app.command("paired")
@@ -207,6 +209,7 @@ def train_paired(
     resume: Resume = None,
     no_progress: NoProgress = False,
     compile_: Compile = False,
+    keep_best: KeepBest = False,
 ) -> None:
     """Paired MR -> CT baseline: one generator with L1 + least-squares adversarial loss on same-position slices.
 
@@ -227,4 +230,4 @@ def train_paired(
             setattr(config, key, value)
     run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
-               metrics_every=metrics_every)
+               metrics_every=metrics_every, keep_best=keep_best)

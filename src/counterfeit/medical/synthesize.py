@@ -146,10 +146,10 @@ def _is_dicom_series(folder: Path) -> bool:
 
 def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
                     device: str = "auto", *, input_name: str | None = None, suffix: str = ".nii.gz",
-                    batch_size: int = 8, model: Any = None) -> list[tuple[Path, float]]:
+                    batch_size: int = 8, model: Any = None, weights: str = "best") -> list[tuple[Path, float]]:
     """Synthesize CT for an MR file (-> file) or a folder of MR volumes (-> folder).
 
-    Loads the newest good checkpoint of the run `model_dir` (unless `model` is given), writes each
+    Loads the run `model_dir`'s `weights` checkpoint (`load_mr2ct_run`; unless `model` is given), writes each
     output atomically in the format its extension names (float32 HU), and returns
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
@@ -157,7 +157,7 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
 
     pairs = output_paths(Path(input_path), Path(output_path), input_name=input_name, suffix=suffix)
     if model is None:
-        model = load_mr2ct_run(Path(model_dir), device)
+        model = load_mr2ct_run(Path(model_dir), device, weights)
     results = []
     for src, dest in pairs:
         t0 = time.perf_counter()
@@ -169,15 +169,16 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     return results
 
 
-def load_mr2ct_run(model_dir: Path, device: str = "auto") -> Any:
-    """A trained MR->CT recipe from its run directory; a clear error for other kinds of runs."""
+def load_mr2ct_run(model_dir: Path, device: str = "auto", weights: str = "best") -> Any:
+    """A trained MR->CT recipe from its run directory; a clear error for other kinds of runs. `weights`: "best" (the
+    checkpoint with the lowest validation MAE, when the run kept one) or "latest"."""
     from counterfeit.errors import UserError
     from counterfeit.train.loop import load_run, read_run_config
 
     kind = read_run_config(model_dir).get("recipe")
     if kind not in MR2CT_RECIPES:
         raise UserError(f"{model_dir}: a {kind!r} run cannot synthesize CT from MR (needs one of {', '.join(MR2CT_RECIPES)})")
-    return load_run(model_dir, device)
+    return load_run(model_dir, device, weights)
 
 
 MR2CT_RECIPES = ("cyclegan", "paired")

@@ -11,6 +11,9 @@ Layout of one checkpoint (a folder under `<run>/checkpoints/`):
 A checkpoint is built in a temporary folder and renamed into place, so a crash
 (even SIGKILL) leaves either the complete folder or none. On load the checksums are
 verified; a damaged checkpoint is reported and the previous good one is used.
+
+With the loop's `keep_best`, `checkpoints/best.json` names the checkpoint whose validation metric was lowest
+({"step", "metric", "value"}); pruning never removes it, and `best_checkpoint` finds it.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from counterfeit.atomic import OutputError, _fsync_dir
+from counterfeit.atomic import OutputError, _fsync_dir, atomic_write_text
 from counterfeit.errors import UserError
 from counterfeit.torch_files import load_weights_only
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.json"
 
 
 class CheckpointError(UserError):
@@ -89,8 +93,8 @@ def _contiguous_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], state: dict[str, Any],
-                    keep: int = 3) -> Path:
-    """Write checkpoint `step` atomically; keep the newest `keep` checkpoints."""
+                    keep: int = 3, protect: int | None = None) -> Path:
+    """Write checkpoint `step` atomically; keep the newest `keep` checkpoints and the one of step `protect`."""
     root = Path(run_dir) / CHECKPOINT_DIR
     final = root / f"step_{step:08d}"
     tmp = root / f".step_{step:08d}.tmp{os.getpid()}"
@@ -123,8 +127,47 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
         shutil.rmtree(tmp, ignore_errors=True)
         raise OutputError(f"{final}: cannot write checkpoint ({err.strerror or err})") from None
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        _remove_atomically(old.path)
+        if old.step != protect:
+            _remove_atomically(old.path)
     return final
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """The run's best-checkpoint record ({"step", "metric", "value"}), or None without a readable one."""
+    path = Path(run_dir) / CHECKPOINT_DIR / BEST_FILE
+    try:
+        best = json.loads(path.read_text())
+        return {"step": int(best["step"]), "metric": str(best["metric"]), "value": float(best["value"])}
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        warnings.warn(f"{path}: unreadable; ignoring it", stacklevel=2)
+        return None
+
+
+def write_best(run_dir: Path, step: int, metric: str, value: float) -> None:
+    """Record checkpoint `step` (already saved) as the run's best by `metric` = `value`."""
+    record = {"step": step, "metric": metric, "value": value}
+    atomic_write_text(Path(run_dir) / CHECKPOINT_DIR / BEST_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def clear_best(run_dir: Path) -> None:
+    """Forget a best-checkpoint record (a fresh run in a reused folder must not inherit one)."""
+    (Path(run_dir) / CHECKPOINT_DIR / BEST_FILE).unlink(missing_ok=True)
+
+
+def best_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    """The checkpoint named by best.json if it verifies; None without a record (a damaged one is reported)."""
+    best = read_best(run_dir)
+    if best is None:
+        return None
+    path = Path(run_dir) / CHECKPOINT_DIR / f"step_{best['step']:08d}"
+    try:
+        verify_checkpoint(path)
+    except CheckpointError as err:
+        warnings.warn(f"{err}; the best checkpoint is unusable, using the newest", stacklevel=2)
+        return None
+    return CheckpointInfo(path, best["step"])
 
 
 def _remove_atomically(folder: Path) -> None:

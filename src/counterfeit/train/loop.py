@@ -5,6 +5,7 @@
         losses = recipe.train_step(batch, step)          # the science lives in the recipe
         schedulers.step()
         log / evaluate / draw samples / checkpoint at their intervals
+        (keep_best: also checkpoint whenever the validation MAE reaches a new low, and never prune that one)
         stop early on a wall-clock budget or Ctrl-C (after saving a checkpoint)
 
 Everything a run writes lands in its run directory:
@@ -20,6 +21,7 @@ import queue
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,7 +45,7 @@ from counterfeit.train.distributed import (
     sync_gradients_before_step,
 )
 from counterfeit.train.metrics_log import MetricsLog
-from counterfeit.train.recipe import Recipe, config_from_dict, recipe_class, shard_batch
+from counterfeit.train.recipe import Recipe, config_from_dict, recipe_class, shard_batch, validation_mae
 
 
 class TrainingDiverged(UserError):
@@ -66,6 +68,8 @@ class LoopConfig:
     tensorboard: bool = True
     prefetch: int = 2  # batches prepared ahead in a background thread (0: inline)
     compile: bool = False  # torch.compile the networks' training forwards (a minute per network at the first step)
+    # checkpoint each new low of the validation MAE (recipe.validation_mae) and keep it: `load_run` then uses it
+    keep_best: bool = False
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -190,11 +194,17 @@ def build_recipe_from_run(run_dir: Path, device: torch.device) -> tuple[Recipe, 
     return cls(config_from_dict(cls.Config, cfg["config"]), device), cfg
 
 
-def load_run(run_dir: Path, device: str | torch.device = "auto") -> Recipe:
-    """A trained recipe for inference: networks from the newest good checkpoint, in eval mode."""
+WEIGHTS = ("best", "latest")
+
+
+def load_run(run_dir: Path, device: str | torch.device = "auto", weights: str = "best") -> Recipe:
+    """A trained recipe for inference, in eval mode: networks from the checkpoint with the lowest validation MAE
+    when the run kept one (`keep_best`) and `weights` is "best", else from the newest good checkpoint."""
+    if weights not in WEIGHTS:
+        raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     device = resolve_device(device) if isinstance(device, str) else device
     recipe, _ = build_recipe_from_run(run_dir, device)
-    info = ckpt.latest_checkpoint(run_dir)
+    info = (ckpt.best_checkpoint(run_dir) if weights == "best" else None) or ckpt.latest_checkpoint(run_dir)
     if info is None:
         raise UserError(f"{run_dir}: no usable checkpoint in {run_dir}/{ckpt.CHECKPOINT_DIR}")
     for name, net in recipe.nets.items():
@@ -234,6 +244,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             write_run_config(run_dir, recipe, loop, ctx)
+            ckpt.clear_best(run_dir)
     recipe.setup_data()
     recipe.train_mode(True)
 
@@ -257,6 +268,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         for opt in recipe.optimizers.values():
             sync_gradients_before_step(opt, ctx.world)
 
+    best = ckpt.read_best(run_dir) if resume and loop.keep_best else None
     log = MetricsLog.resume(run_dir / "metrics.csv", start) if resume else MetricsLog(run_dir / "metrics.csv")
     writer = _tensorboard(run_dir, loop) if ctx.is_main else None
     samples_dir = run_dir / "samples"
@@ -270,7 +282,8 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                 "rng": ckpt.rng_state(),
                 "elapsed": elapsed,
             }
-            ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints)
+            ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints,
+                                 protect=best["step"] if best else None)
             log.flush()
             _plot_losses(run_dir)
         barrier(ctx)
@@ -288,6 +301,9 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     last_losses: dict[str, float] = {}
     last_metrics: dict[str, float] = {}
     stopped: str | None = None
+    warned_no_metric = False
+    new_best: dict[str, Any] | None = None
+    saved_at = -1
     step = start
     bar = tqdm(total=loop.steps, initial=start, desc=recipe.name, disable=not (loop.progress and ctx.is_main),
                dynamic_ncols=True, smoothing=0.05)
@@ -315,8 +331,12 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                 count += 1
 
                 at_end = step == loop.steps
-                checkpoint_now = at_end or (loop.checkpoint_every and step % loop.checkpoint_every == 0)
-                metrics_now = checkpoint_now or (loop.metrics_every and step % loop.metrics_every == 0)
+                over_budget = loop.minutes is not None and time.perf_counter() - t0 > loop.minutes * 60
+                stop_now = any_rank(interrupt.raised or over_budget, ctx, device) if not at_end else False
+                checkpoint_now = at_end or stop_now or (loop.checkpoint_every and step % loop.checkpoint_every == 0)
+                # with keep_best, a run stopped early (budget, Ctrl-C) is evaluated too: its last model may be the best
+                metrics_now = ((checkpoint_now and (loop.keep_best or not stop_now))
+                               or (loop.metrics_every and step % loop.metrics_every == 0))
                 # a metrics step writes a row even between log steps (else metrics_every 25 with log_every 10
                 # would evaluate only every 50 steps)
                 if ctx.is_main and (step % loop.log_every == 0 or metrics_now):
@@ -325,6 +345,13 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                     if metrics_now:
                         last_metrics = evaluate(step)
                         row.update(last_metrics)
+                        found = validation_mae(last_metrics) if loop.keep_best else None
+                        if loop.keep_best and found is None and not warned_no_metric:
+                            warnings.warn(f"keep_best: the {recipe.name} run has no validation MAE to select by; "
+                                          "inference will use the newest checkpoint", stacklevel=2)
+                            warned_no_metric = True
+                        if found is not None and (best is None or found[1] < best["value"]):
+                            new_best = {"step": step, "metric": found[0], "value": found[1]}
                     elapsed = time.perf_counter() - t0
                     row["seconds"] = elapsed_before + elapsed
                     row["data_wait_frac"] = data_wait / max(elapsed, 1e-9)
@@ -338,15 +365,19 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                     sums, count = {}, 0
                     if step % (loop.log_every * 10) == 0:
                         log.flush()
+                # every rank must take part in a save (barrier): agree on whether this step is a new best
+                if loop.keep_best and metrics_now and any_rank(new_best is not None, ctx, device):
+                    best, new_best = new_best or best, None
+                    save(step, elapsed_before + time.perf_counter() - t0)
+                    if ctx.is_main:
+                        ckpt.write_best(run_dir, **best)
+                    saved_at = step
                 if ctx.is_main and loop.sample_every and step % loop.sample_every == 0:
                     recipe.write_samples(step, samples_dir)
                     recipe.train_mode(True)
 
-                elapsed = time.perf_counter() - t0
-                over_budget = loop.minutes is not None and elapsed > loop.minutes * 60
-                stop_now = any_rank(interrupt.raised or over_budget, ctx, device) if not at_end else False
-                if checkpoint_now or stop_now:
-                    save(step, elapsed_before + elapsed)
+                if checkpoint_now and saved_at != step:
+                    save(step, elapsed_before + time.perf_counter() - t0)
                 if stop_now:
                     stopped = "interrupt" if interrupt.raised else "budget"
                     break

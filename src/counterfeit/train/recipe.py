@@ -134,6 +134,13 @@ class Recipe(abc.ABC):
         return to_device(x, self.device)
 
 
+def validation_mae(metrics: dict[str, float]) -> tuple[str, float] | None:
+    """The metric that selects among checkpoints and candidates: the held-out cases' MAE in HU (the MR->CT
+    recipes' `<split>_mae_hu`), as (key, value); None when a recipe's metrics have none."""
+    keys = sorted(k for k in metrics if k.endswith("_mae_hu"))
+    return (keys[0], float(metrics[keys[0]])) if keys else None
+
+
 def to_device(x: Any, device: torch.device) -> Any:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x)).to(device)
