@@ -16,6 +16,9 @@ import json
 import sys
 from pathlib import Path
 
+# benchmarks/run_all.py skips this script: it analyses runs trained beforehand, named on the command line
+RUN_ALL = "skip: needs trained runs (--phantom ROOT RUN [RUN ...])"
+
 
 def main() -> None:
     import torch

@@ -38,6 +38,12 @@ METADATA = {"benchmark", "cpu_count", "cpus", "machine", "python", "torch", "cpu
             "seed", "load_average_before", "load_average_after", "target_seconds"}
 
 
+def skip_reason(script: Path) -> str | None:
+    """A script that analyses runs trained beforehand says so in a module-level `RUN_ALL = "skip: ..."`."""
+    found = re.search(r'^RUN_ALL = "skip: ([^"]*)"', script.read_text(), re.MULTILINE)
+    return found.group(1) if found else None
+
+
 def benchmark_scripts(only: list[str] | None) -> list[Path]:
     scripts = sorted(p for p in BENCH.glob("*.py") if p.name != Path(__file__).name and not p.name.startswith("_"))
     if only:
@@ -121,6 +127,12 @@ def main() -> None:
     entries: dict[str, Any] = {}
     try:
         for script in scripts:
+            reason = skip_reason(script)
+            if reason:
+                print(f"== {script.stem}: skipped ({reason})", flush=True)
+                entries[script.stem] = {"command": [script.name], "returncode": 0, "skipped": reason, "seconds": 0.0,
+                                        "results": {}, "output_tail": []}
+                continue
             options = [] if args.full else short_arguments(script)
             target = script if scratch is None else shutil.copy2(script, scratch / "benchmarks" / script.name)
             results_dir = Path(target).parent / "results"
@@ -146,8 +158,8 @@ def main() -> None:
     print(f"\n{'benchmark':<{width}}  {'status':<8} {'seconds':>8}  headline ({summary['mode']} runs, "
           f"load average {load_before:.1f} before)")
     for name, entry in entries.items():
-        status = "ok" if entry["returncode"] == 0 else f"exit {entry['returncode']}"
-        numbers = "; ".join(headline(r) for r in entry["results"].values()) or "(no JSON written)"
+        status = "skipped" if entry.get("skipped") else "ok" if entry["returncode"] == 0 else f"exit {entry['returncode']}"
+        numbers = entry.get("skipped") or "; ".join(headline(r) for r in entry["results"].values()) or "(no JSON written)"
         print(f"{name:<{width}}  {status:<8} {entry['seconds']:>8.0f}  {numbers}")
     print(f"wrote {SUMMARY}")
     if any(e["returncode"] for e in entries.values()):
