@@ -31,11 +31,12 @@ def main() -> None:
     from counterfeit.data.volumes import read_volume
     from counterfeit.medical.evaluate import image_metrics
     from counterfeit.medical.synthesize import load_mr2ct_run, synthesize_volume
+    from counterfeit.train.loop import WEIGHTS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs="+", help="run directories of `counterfeit train cyclegan|paired`")
     ap.add_argument("--phantom", type=Path, required=True, help="the phantom root the runs were trained on")
-    ap.add_argument("--weights", choices=("best", "latest"), default="best", help="checkpoint of each run")
+    ap.add_argument("--weights", choices=WEIGHTS, default="best", help="checkpoint of each run")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(1)

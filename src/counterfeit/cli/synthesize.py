@@ -29,15 +29,15 @@ def synthesize(
 ) -> None:
     """Synthetic CT from MR with a cyclegan/paired run, or images from layouts with a crn run."""
     from counterfeit.errors import UserError
-    from counterfeit.train.loop import read_run_config
+    from counterfeit.train.loop import WEIGHTS, read_run_config
 
     kind = read_run_config(model).get("recipe")
     if output is None:
         raise UserError("synthesize: give --output (a file or folder)")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    if weights not in ("best", "latest"):
-        raise UserError(f"--weights must be best or latest, got {weights!r}")
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if kind == "crn":
         if input_path is not None or not layout:
             raise UserError(f"{model} is a crn (layout -> image) run: give --layout L.png (and --output DIR), not --input")
