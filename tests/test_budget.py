@@ -120,9 +120,13 @@ def test_keep_best_keeps_the_lowest_validation_mae_checkpoint_across_resumes(opt
     with pytest.raises(UserError, match="weights must be one of"):
         load_run(run, "cpu", weights="last")
 
-    # a fresh run started in the same folder (no resume) forgets the old record: "best" means its newest checkpoint
+    # a fresh run in the same folder is refused; with overwrite it replaces the old run, best record included
     from counterfeit.train.loop import LoopConfig, train
 
     recipe = CycleGANRecipe(CycleGANRecipe.Config(**options), torch.device("cpu"))
-    train(recipe, LoopConfig(steps=2, progress=False, tensorboard=False), run)
+    with pytest.raises(UserError, match="up to step 16.*--resume.*--overwrite"):
+        train(recipe, LoopConfig(steps=2, progress=False, tensorboard=False), run)
+    assert ckpt.read_best(run) == got["best"]  # the refusal touched nothing
+    train(recipe, LoopConfig(steps=2, progress=False, tensorboard=False), run, overwrite=True)
     assert ckpt.read_best(run) is None and ckpt.best_checkpoint(run) is None
+    assert [c.step for c in ckpt.list_checkpoints(run)] == [2]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from counterfeit.errors import UserError
 from counterfeit.train import checkpoint as ckpt
 from counterfeit.train.loop import LoopConfig, TrainingDiverged, load_run, resume_run, train
 from counterfeit.train.recipe import Recipe, register_recipe
@@ -110,6 +111,30 @@ def test_run_directory_contents(tmp_path):
     assert steps == [5, 10]
     manifest = ckpt.verify_checkpoint(tmp_path / "checkpoints" / "step_00000010")
     assert set(manifest["files"]) == {"model.safetensors", "state.pt"}
+
+
+def test_fresh_run_refuses_a_folder_with_a_run_and_overwrite_replaces_it(tmp_path):
+    train(_recipe(), _loop(20), tmp_path)
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "old.png").write_bytes(b"x")
+    before = _weights(tmp_path)
+    # without the guard a shorter fresh run would leave step 20 as "latest": inference would load the old model
+    with pytest.raises(UserError, match="already holds a training run \\(checkpoints up to step 20\\)"):
+        train(_recipe(lr=0.01), _loop(5), tmp_path)
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path)] == [10, 15, 20]  # the newest 3 (pruning)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["lr"] == 0.3
+
+    train(_recipe(lr=0.01), _loop(5), tmp_path, overwrite=True)
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path)] == [5]
+    assert not (tmp_path / "samples" / "old.png").exists()
+    assert [int(float(r.split(",")[0])) for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]] == [2, 4, 5]
+    after = _weights(tmp_path)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # a folder without checkpoints (a run killed before its first one, or unrelated files) is not refused
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    train(_recipe(), _loop(2), tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
 
 
 def test_metrics_every_is_kept_between_log_steps(tmp_path):

@@ -237,5 +237,13 @@ def test_cli(tmp_path) -> None:
     res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "9", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    again = CliRunner().invoke(app, args)  # the same command again would mix two runs in one folder
+    assert isinstance(again.exception, UserError) and "--overwrite" in str(again.exception)
+    both = CliRunner().invoke(app, ["toy", "--resume", str(out), "--overwrite", "--no-progress"])
+    assert isinstance(both.exception, UserError) and "use one of them" in str(both.exception)
+    res = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+    assert not (out / "samples" / "step_00000009.png").exists()
     bad = CliRunner().invoke(app, ["toy", "--dist", "moons", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, UserError) and "--dist must be one of" in str(bad.exception)

@@ -21,6 +21,8 @@ LogEvery = Annotated[int, typer.Option("--log-every", help="Steps between metric
 SampleEvery = Annotated[int, typer.Option("--sample-every", help="Steps between sample pictures (0: end only).")]
 CheckpointEvery = Annotated[int, typer.Option("--checkpoint-every", help="Steps between checkpoints (0: end only).")]
 Resume = Annotated[Optional[Path], typer.Option("--resume", help="Continue this run directory from its newest good checkpoint (its saved config wins).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start over in an --out folder that already holds a "
+                                         "run: deletes its checkpoints, samples, metrics and TensorBoard logs first.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the networks for training: about a minute "
                                        "of compiling per network at the first step (seconds once cached); on CPU the "
@@ -34,7 +36,8 @@ KeepBest = Annotated[bool, typer.Option("--keep-best/--no-keep-best", help="Chec
 
 def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int, minutes: float | None, seed: int,
                device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
-               no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False) -> None:
+               no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False,
+               overwrite: bool = False) -> None:
     """Train a freshly configured recipe, or resume `resume`, and print a short summary."""
     from rich.console import Console
 
@@ -43,6 +46,7 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
     from counterfeit.train.recipe import recipe_class
 
     console = Console(stderr=True)
+    check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
     else:
@@ -52,8 +56,16 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
         loop = LoopConfig(steps=steps, minutes=minutes, seed=seed, log_every=log_every, metrics_every=metrics_every,
                           sample_every=sample_every, checkpoint_every=checkpoint_every, progress=not no_progress,
                           compile=compile, keep_best=keep_best)
-        result = train(recipe, loop, out)
+        result = train(recipe, loop, out, overwrite=overwrite)
     note = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
     console.print(f"[bold]{recipe_name}[/]: {result.steps_done} steps in {result.seconds:.1f} s{note}; "
                   f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
     console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+
+
+def check_resume_or_overwrite(resume: Path | None, overwrite: bool) -> None:
+    """--resume continues a run and --overwrite replaces one: asking for both is a mistake worth naming."""
+    from counterfeit.errors import UserError
+
+    if resume is not None and overwrite:
+        raise UserError("--resume continues a run and --overwrite starts a new one: use one of them")

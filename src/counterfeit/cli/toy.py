@@ -14,8 +14,10 @@ from counterfeit.cli.options import (
     LogEvery,
     Minutes,
     NoProgress,
+    Overwrite,
     Out,
     Resume,
+    check_resume_or_overwrite,
     Seed,
     Steps,
 )
@@ -49,6 +51,7 @@ def toy(
     log_every: LogEvery = 50,
     checkpoint_every: CheckpointEvery = 0,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     no_progress: NoProgress = False,
 ) -> None:
     """Train an MLP GAN on a 2D distribution: metrics.csv (modes covered, high-quality fraction, JS),
@@ -72,7 +75,7 @@ def toy(
             dist=dist, loss=loss, out=out, steps=steps, seed=seed, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
             g_hidden=g_hidden, d_hidden=d_hidden, g_depth=g_depth, d_depth=d_depth, z_dim=z_dim, n_critic=n_critic, pac=pac, frames=frames, metrics_every=metrics_every,
             minutes=minutes, device=device, log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
-            no_progress=no_progress)
+            overwrite=overwrite, no_progress=no_progress)
         summary = finish_toy_run(recipe, run_dir, result.steps_done, result.seconds)
     finally:
         torch.set_num_threads(previous_threads)  # callers in the same process (tests) keep their setting
@@ -90,12 +93,13 @@ def toy(
 def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int, seed: int, lr_g: float, lr_d: float,
                      batch_size: int, g_hidden: int, d_hidden: int, g_depth: int, d_depth: int, z_dim: int, n_critic: int | None, pac: int, frames: int,
                      metrics_every: int, minutes: float | None, device: str, log_every: int, checkpoint_every: int,
-                     resume: Path | None, no_progress: bool):
+                     resume: Path | None, overwrite: bool, no_progress: bool):
     """Train a new toy run (or resume one); return (run_dir, trained recipe, TrainResult)."""
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
     from counterfeit.train.recipes.toy import ToyConfig, ToyRecipe
 
+    check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
         return resume, load_run(resume, device=device), result
@@ -107,4 +111,4 @@ def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int, seed: int, 
     loop = LoopConfig(steps=steps, minutes=minutes, seed=seed, log_every=log_every, metrics_every=metrics_every,
                       sample_every=max(1, steps // frames), checkpoint_every=checkpoint_every,
                       progress=not no_progress)
-    return out, recipe, train(recipe, loop, out)
+    return out, recipe, train(recipe, loop, out, overwrite=overwrite)

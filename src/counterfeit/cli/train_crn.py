@@ -15,6 +15,7 @@ from counterfeit.cli.options import (
     Minutes,
     Compile,
     NoProgress,
+    Overwrite,
     Out,
     Resume,
     SampleEvery,
@@ -76,6 +77,7 @@ def train_crn(
     sample_every: SampleEvery = 200,
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     no_progress: NoProgress = False,
     compile_: Compile = False,
 ) -> None:
@@ -115,4 +117,4 @@ def train_crn(
         )
         config = complete_folder_config(config)
     run_recipe("crn", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_)
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_)

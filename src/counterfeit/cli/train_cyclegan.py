@@ -21,6 +21,7 @@ from counterfeit.cli.options import (
     Compile,
     KeepBest,
     NoProgress,
+    Overwrite,
     Out,
     Resume,
     SampleEvery,
@@ -141,6 +142,7 @@ def train_cyclegan(
     checkpoint_every: CheckpointEvery = 500,
     metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     no_progress: NoProgress = False,
     compile_: Compile = False,
     keep_best: KeepBest = False,
@@ -165,7 +167,7 @@ def train_cyclegan(
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
             setattr(config, key, value)
     run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every, keep_best=keep_best)
 
 
@@ -207,6 +209,7 @@ def train_paired(
     checkpoint_every: CheckpointEvery = 500,
     metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between validation MAE evaluations (0: at checkpoints only).")] = 0,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     no_progress: NoProgress = False,
     compile_: Compile = False,
     keep_best: KeepBest = False,
@@ -229,5 +232,5 @@ def train_paired(
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
             setattr(config, key, value)
     run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every, keep_best=keep_best)

@@ -15,6 +15,7 @@ from counterfeit.cli.options import (
     Minutes,
     Compile,
     NoProgress,
+    Overwrite,
     Out,
     Resume,
     SampleEvery,
@@ -58,6 +59,7 @@ def train_dcgan(
     sample_every: SampleEvery = 200,
     checkpoint_every: CheckpointEvery = 500,
     resume: Resume = None,
+    overwrite: Overwrite = False,
     no_progress: NoProgress = False,
     compile_: Compile = False,
 ) -> None:
@@ -86,5 +88,5 @@ def train_dcgan(
             interpolation=interpolation, fid_weights=str(fid_weights) if fid_weights else None, fid_variant=fid_variant,
         )
     run_recipe("dcgan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
-               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, no_progress=no_progress, compile=compile_,
+               sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every)

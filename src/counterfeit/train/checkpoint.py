@@ -151,9 +151,13 @@ def write_best(run_dir: Path, step: int, metric: str, value: float) -> None:
     atomic_write_text(Path(run_dir) / CHECKPOINT_DIR / BEST_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def clear_best(run_dir: Path) -> None:
-    """Forget a best-checkpoint record (a fresh run in a reused folder must not inherit one)."""
-    (Path(run_dir) / CHECKPOINT_DIR / BEST_FILE).unlink(missing_ok=True)
+def remove_checkpoints(run_dir: Path) -> None:
+    """Delete every checkpoint of `run_dir` and its best-checkpoint record (a fresh run replacing an old one)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_dir():
+        for info in list_checkpoints(run_dir):
+            _remove_atomically(info.path)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def best_checkpoint(run_dir: Path) -> CheckpointInfo | None:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -231,8 +232,14 @@ def _scalar(v: float | torch.Tensor) -> float:
     return float(v.detach().item()) if isinstance(v, torch.Tensor) else float(v)
 
 
-def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
-    """Train `recipe` until `loop.steps` steps are done (or the budget / Ctrl-C stops it)."""
+def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool = False,
+          overwrite: bool = False) -> TrainResult:
+    """Train `recipe` until `loop.steps` steps are done (or the budget / Ctrl-C stops it).
+
+    A fresh run (`resume=False`) refuses a folder that already holds checkpoints unless `overwrite`,
+    which deletes that run's outputs first: otherwise its old, later-numbered checkpoints would be
+    "latest" for inference and resuming, under the new run's config.json.
+    """
     loop.validate()
     run_dir = Path(run_dir)
     ctx, device = init_distributed(recipe.device)
@@ -240,11 +247,12 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         raise UserError(f"recipe built on {recipe.device} but this rank uses {device}")
 
     seed_everything(loop.seed)
+    if not resume:
+        _claim_run_dir(run_dir, overwrite, ctx, device)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             write_run_config(run_dir, recipe, loop, ctx)
-            ckpt.clear_best(run_dir)
     recipe.setup_data()
     recipe.train_mode(True)
 
@@ -403,6 +411,27 @@ def _first_lr(recipe: Recipe) -> float:
     for opt in recipe.optimizers.values():
         return float(opt.param_groups[0]["lr"])
     return float("nan")
+
+
+RUN_OUTPUTS = ("metrics.csv", "loss.png", "samples", "tensorboard")  # what the loop writes besides checkpoints
+
+
+def _claim_run_dir(run_dir: Path, overwrite: bool, ctx: DistContext, device: torch.device) -> None:
+    """Refuse (on every rank) to start a fresh run over an existing one, or clear it with `overwrite`."""
+    old = ckpt.list_checkpoints(run_dir) if ctx.is_main else []
+    if any_rank(bool(old) and not overwrite, ctx, device):
+        where = f" (checkpoints up to step {old[-1].step})" if old else ""
+        raise UserError(f"{run_dir} already holds a training run{where}. Continue it with --resume {run_dir}, "
+                        f"replace it with --overwrite, or choose another --out.")
+    if ctx.is_main and overwrite:
+        ckpt.remove_checkpoints(run_dir)
+        for name in RUN_OUTPUTS:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    barrier(ctx)
 
 
 def _tensorboard(run_dir: Path, loop: LoopConfig) -> Any:
