@@ -137,6 +137,14 @@ def test_fresh_run_refuses_a_folder_with_a_run_and_overwrite_replaces_it(tmp_pat
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
 
 
+def test_a_run_stopped_before_its_first_log_row_still_checkpoints(tmp_path):
+    # a budget (or Ctrl-C) that stops the run before its first metrics.csv row: nothing to draw yet, no crash
+    result = train(_recipe(), _loop(50, log_every=100, minutes=1e-6), tmp_path / "early")
+    assert result.stopped_early and 1 <= result.steps_done < 50
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path / "early")] == [result.steps_done]
+    assert not (tmp_path / "early" / "loss.png").exists()
+
+
 def test_metrics_every_is_kept_between_log_steps(tmp_path):
     train(_recipe(), _loop(12, log_every=4, metrics_every=3, checkpoint_every=0), tmp_path)
     header, *rows = (tmp_path / "metrics.csv").read_text().splitlines()

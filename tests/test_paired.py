@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -134,3 +135,73 @@ def test_depth_channel_is_an_input_of_g_and_d(phantom):
     mr = read_volume(subject_paths(phantom, load_dataset(phantom)["splits"]["test"][0])["mr"], modality="mr")
     sct = synthesize_volume(recipe, mr)
     assert sct.array.shape == mr.array.shape and np.isfinite(sct.array).all()
+
+
+def _folders(phantom, tmp_path):
+    """--mr/--ct folders (one file per subject) from the phantom: MR and its registered (aligned) CT."""
+    import shutil
+
+    mr_dir, ct_dir = tmp_path / "mr", tmp_path / "ct"
+    mr_dir.mkdir()
+    ct_dir.mkdir()
+    for sid in load_dataset(phantom)["subjects"]:
+        paths = subject_paths(phantom, sid)
+        shutil.copy(paths["mr"], mr_dir / f"{sid}.nii.gz")
+        shutil.copy(paths["ct_aligned"], ct_dir / f"{sid}.nii.gz")
+    return mr_dir, ct_dir
+
+
+def test_folder_data_holds_out_val_subjects_for_the_validation_mae(phantom, tmp_path):
+    from counterfeit.train.recipe import validation_mae
+    from counterfeit.train.recipes.cyclegan import CycleGANConfig, CycleGANRecipe
+
+    mr_dir, ct_dir = _folders(phantom, tmp_path)
+    folders = dict(phantom=None, mr_dir=str(mr_dir), ct_dir=str(ct_dir))
+    def on_folders(**kw) -> PairedConfig:
+        return PairedConfig(**{**tiny(phantom).__dict__, **folders, **kw})
+
+    plain = build(on_folders())
+    assert plain.data.preview_split == "train" and len(plain.data.mr) == 4
+    assert validation_mae(plain.metrics(0)) is None  # a training subject's MAE never selects checkpoints
+
+    held = build(on_folders(val_subjects=1))
+    assert held.data.preview_split == "val" and [c.name for c in held.data.preview] == ["sub-003"]
+    assert len(held.data.mr) == len(held.data.ct) == 3
+    assert validation_mae(held.metrics(0))[0] == "val_mae_hu"
+
+    def cyclegan(**kw) -> CycleGANRecipe:
+        small = dict(image_size=32, ngf=4, n_blocks=1, ndf=4, d_crop=24, preview_subjects=1)
+        return CycleGANRecipe(CycleGANConfig(**small, **folders, **kw), torch.device("cpu"))
+
+    cyc = cyclegan(val_subjects=2)
+    cyc.setup_data()  # unpaired: the held-out subjects' CTs leave the CT pool too
+    assert len(cyc.data.mr) == len(cyc.data.ct) == 2 and cyc.data.preview_split == "val"
+
+    with pytest.raises(UserError, match="leaves no subject to train on"):
+        build(on_folders(val_subjects=4))
+    (ct_dir / "sub-003.nii.gz").unlink()
+    (ct_dir / "sub-002.nii.gz").unlink()
+    with pytest.raises(UserError, match="only 2 subject"):
+        cyclegan(val_subjects=3).setup_data()
+    with pytest.raises(UserError, match="a phantom has its own val split"):
+        build(tiny(phantom, val_subjects=1))
+    (tmp_path / "nested" / "sub-000").mkdir(parents=True)  # a phantom-like layout: the hint must fit `train`
+    with pytest.raises(UserError, match="sub-folders are not searched") as err:
+        build(on_folders(ct_dir=str(tmp_path / "nested")))
+    assert "--pred-name" not in str(err.value)
+
+
+def test_cli_keep_best_on_folders_needs_val_subjects(phantom, tmp_path):
+    from typer.testing import CliRunner
+
+    from counterfeit.cli import app
+
+    mr_dir, ct_dir = _folders(phantom, tmp_path)
+    args = ["train", "paired", "--mr", str(mr_dir), "--ct", str(ct_dir), "--image-size", "32", "--ngf", "4",
+            "--blocks", "1", "--ndf", "4", "--d-crop", "24", "--steps", "2", "--no-progress", "--keep-best"]
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert isinstance(bad.exception, UserError) and "--val-subjects" in str(bad.exception)
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--val-subjects", "1", "--metrics-every", "1"])
+    assert res.exit_code == 0, res.output
+    best = json.loads((tmp_path / "b" / "checkpoints" / "best.json").read_text())
+    assert best["metric"] == "val_mae_hu"

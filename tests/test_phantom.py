@@ -206,6 +206,19 @@ def test_cli_phantom_with_preview(tmp_path):
     assert (tmp_path / "ds" / "preview.png").stat().st_size > 1000
     assert load_dataset(tmp_path / "ds")["seed"] == 3
 
+    # a second data set in the same folder: refused, or with --overwrite the old subjects go (not other files)
+    (tmp_path / "ds" / "notes.txt").write_text("mine")
+    smaller = ["phantom", "--out", str(tmp_path / "ds"), "--subjects", "1", "--shape", "8,16,16", "--workers", "1"]
+    again = CliRunner().invoke(_cli(), smaller)
+    assert isinstance(again.exception, UserError) and "--overwrite" in str(again.exception)
+    assert load_dataset(tmp_path / "ds")["shape"] == [16, 32, 32]
+    result = CliRunner().invoke(_cli(), [*smaller, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    info = load_dataset(tmp_path / "ds")
+    assert info["subjects"] == ["sub-000"] and info["shape"] == [8, 16, 16]
+    assert not (tmp_path / "ds" / "sub-001").exists() and not (tmp_path / "ds" / "preview.png").exists()
+    assert (tmp_path / "ds" / "notes.txt").read_text() == "mine"
+
 
 def test_cli_rejects_bad_shape(tmp_path):
     from typer.testing import CliRunner

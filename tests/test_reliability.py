@@ -84,3 +84,23 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
         atomic_write_text(dest, "new")
     assert dest.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
+
+
+def test_outputs_get_the_mode_of_any_new_file_not_mkstemps_0600(tmp_path):
+    from counterfeit.atomic import atomic_path
+    from counterfeit.data.volumes import Volume, write_volume
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what the umask gives any new file here
+        atomic_write_text(tmp_path / "config.json", "{}")
+        write_volume(Volume(np.zeros((2, 3, 4), np.float32)), tmp_path / "sct.nii.gz")  # SimpleITK writes the temp
+        with atomic_path(tmp_path / "w.bin") as tmp:
+            tmp.write_bytes(b"1")
+    finally:
+        os.umask(old)
+    expected = plain.stat().st_mode & 0o777
+    assert expected == 0o644
+    for name in ("config.json", "sct.nii.gz", "w.bin"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name

@@ -237,6 +237,14 @@ def test_cli(tmp_path) -> None:
     res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "9", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    # without --steps a resume finishes the run's own total (here: nothing left), not the command's default 6000
+    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 9
+    wrong = CliRunner().invoke(app, ["train", "cyclegan", "--resume", str(out), "--no-progress"])
+    assert isinstance(wrong.exception, UserError) and "counterfeit toy --resume" in str(wrong.exception)
+    cuda = CliRunner().invoke(app, ["toy", "--out", str(tmp_path / "y"), "--device", "bogus"])
+    assert isinstance(cuda.exception, UserError) and "--device must be one of" in str(cuda.exception)
     again = CliRunner().invoke(app, args)  # the same command again would mix two runs in one folder
     assert isinstance(again.exception, UserError) and "--overwrite" in str(again.exception)
     both = CliRunner().invoke(app, ["toy", "--resume", str(out), "--overwrite", "--no-progress"])

@@ -15,6 +15,17 @@ from typing import Iterator
 from counterfeit.errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; an output should get the mode any new file gets (0644 under the usual umask 022),
+# so that colleagues on a shared server can read results
+NEW_FILE_MODE = 0o666 & ~_umask()
+
+
 class OutputError(UserError):
     """An output could not be written (unwritable folder, disk full, ...): one line for the user, no partial file."""
 
@@ -42,6 +53,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except OSError as err:

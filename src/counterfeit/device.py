@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from counterfeit.errors import UserError
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -17,9 +19,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu" or name.startswith("cuda"):
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (use 'auto' or 'cpu')")
+            raise UserError(f"--device {name}: CUDA is not available on this machine (use 'auto' or 'cpu')")
         return torch.device(name)
-    raise ValueError(f"--device must be one of {DEVICES} (or cuda:N), got {name!r}")
+    raise UserError(f"--device must be one of {DEVICES} (or cuda:N), got {name!r}")
 
 
 def seed_everything(seed: int) -> None:

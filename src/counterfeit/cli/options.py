@@ -8,12 +8,19 @@ Each train command declares its recipe's own options and adds these with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 Out = Annotated[Path, typer.Option("--out", help="Run directory (config, metrics.csv, samples, checkpoints).")]
-Steps = Annotated[int, typer.Option("--steps", help="Total training steps.")]
+
+
+def steps_option(default: int) -> Any:
+    """--steps with a command's own default for new runs; resuming without it finishes the run's saved total."""
+    return Annotated[Optional[int], typer.Option(
+        "--steps", help=f"Total training steps (default {default}; with --resume: the run's own total).")]
+
+
 Minutes = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget; stops early with a checkpoint.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, data order, noise).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]; auto prefers CUDA.")]
@@ -34,7 +41,7 @@ KeepBest = Annotated[bool, typer.Option("--keep-best/--no-keep-best", help="Chec
                                         "cases with a reference CT.")]
 
 
-def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int, minutes: float | None, seed: int,
+def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int | None, minutes: float | None, seed: int,
                device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
                no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False,
                overwrite: bool = False) -> None:
@@ -48,8 +55,11 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
     console = Console(stderr=True)
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
+        check_resume_kind(resume, recipe_name)
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
     else:
+        if steps is None:
+            raise ValueError("a new run needs its step count (the command's default)")
         dev = resolve_device(device)
         seed_everything(seed)  # network initialisation happens when the recipe is built
         recipe = recipe_class(recipe_name)(recipe_config, dev)
@@ -69,3 +79,15 @@ def check_resume_or_overwrite(resume: Path | None, overwrite: bool) -> None:
 
     if resume is not None and overwrite:
         raise UserError("--resume continues a run and --overwrite starts a new one: use one of them")
+
+
+def check_resume_kind(resume: Path, recipe_name: str) -> None:
+    """`train cyclegan --resume` of a DCGAN run would train it under the wrong name: say which command resumes it."""
+    from counterfeit.errors import UserError
+    from counterfeit.train.loop import read_run_config
+
+    kind = read_run_config(resume).get("recipe")
+    if kind != recipe_name:
+        command = "toy" if kind == "toy" else f"train {kind}"
+        raise UserError(f"{resume}: a {kind!r} run, not {recipe_name!r}; resume it with "
+                        f"`counterfeit {command} --resume {resume}`")

@@ -18,11 +18,12 @@ def phantom(
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png: MR/CT/mask slices of a few subjects."),
     aligned: bool = typer.Option(False, "--aligned", help="CT exactly aligned to the MR (default: slightly misaligned, like real paired data)."),
     workers: int = typer.Option(0, "--workers", help="Processes to use (0 = one per CPU core)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a phantom data set already in --out (its subject folders, dataset.json, preview.png)."),
 ) -> None:
     """Generate head phantoms with known ground truth: MR, CT (HU), aligned CT, body mask, tissue labels."""
     import time
 
-    from counterfeit.data.phantom import generate_dataset, load_dataset
+    from counterfeit.data.phantom import generate_dataset, load_dataset, remove_dataset
     from counterfeit.errors import UserError
 
     size = parse_shape(shape)
@@ -30,6 +31,11 @@ def phantom(
         raise UserError(f"--subjects must be at least 1, got {subjects}")
     if workers < 0:
         raise UserError(f"--workers must be 0 (auto) or positive, got {workers}")
+    if (out / "dataset.json").is_file():
+        # writing over it would leave the old subjects beyond the new count, at their old shape, beside it
+        if not overwrite:
+            raise UserError(f"{out} already holds a phantom data set; --overwrite replaces it, or choose another --out")
+        remove_dataset(out)
     start = time.perf_counter()
     root = generate_dataset(out, subjects, shape=size, seed=seed, misalign=not aligned, workers=workers or None, progress=True)
     info = load_dataset(root)

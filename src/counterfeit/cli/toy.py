@@ -17,10 +17,14 @@ from counterfeit.cli.options import (
     Overwrite,
     Out,
     Resume,
+    check_resume_kind,
     check_resume_or_overwrite,
+    steps_option,
     Seed,
-    Steps,
 )
+
+DEFAULT_STEPS = 6000  # of a new run; resuming finishes the run's own total
+Steps = steps_option(DEFAULT_STEPS)
 
 _DISTS = "ring8 (8 Gaussians on the unit circle, σ=0.01) | grid25 (5×5 grid at {-4..4}, σ=0.05) | spiral | gaussian."
 _LOSSES = "hinge | nonsaturating | minimax | lsgan | wgan-gp."
@@ -31,7 +35,7 @@ def toy(
     dist: Annotated[str, typer.Option("--dist", help=_DISTS)] = "ring8",
     loss: Annotated[str, typer.Option("--loss", help=_LOSSES)] = "hinge",
     out: Out = Path("runs/toy"),
-    steps: Steps = 6000,
+    steps: Steps = None,
     seed: Seed = 0,
     lr_g: Annotated[float, typer.Option("--lr-g", help="Generator Adam learning rate (decays linearly to 1% by the last step).")] = 1e-3,
     lr_d: Annotated[float, typer.Option("--lr-d", help="Discriminator Adam learning rate (same decay).")] = 1e-3,
@@ -90,7 +94,7 @@ def toy(
     console.print(f"results in {run_dir}/ (samples.npy, summary.json, metrics.csv, loss.png, training.gif, samples/)")
 
 
-def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int, seed: int, lr_g: float, lr_d: float,
+def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int | None, seed: int, lr_g: float, lr_d: float,
                      batch_size: int, g_hidden: int, d_hidden: int, g_depth: int, d_depth: int, z_dim: int, n_critic: int | None, pac: int, frames: int,
                      metrics_every: int, minutes: float | None, device: str, log_every: int, checkpoint_every: int,
                      resume: Path | None, overwrite: bool, no_progress: bool):
@@ -101,8 +105,10 @@ def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int, seed: int, 
 
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
+        check_resume_kind(resume, "toy")
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
         return resume, load_run(resume, device=device), result
+    steps = DEFAULT_STEPS if steps is None else steps
     config = ToyConfig(dist=dist, loss=loss, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size, g_hidden=g_hidden,
                        d_hidden=d_hidden, g_depth=g_depth, d_depth=d_depth, z_dim=z_dim, n_critic=n_critic, pac=pac, decay_steps=max(steps, 1))
     dev = resolve_device(device)

@@ -20,8 +20,11 @@ from counterfeit.cli.options import (
     Resume,
     SampleEvery,
     Seed,
-    Steps,
+    steps_option,
 )
+
+DEFAULT_STEPS = 2000  # of a new run; resuming finishes the run's own total
+Steps = steps_option(DEFAULT_STEPS)
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -65,11 +68,11 @@ def train_crn(
     no_flip: bool = typer.Option(False, "--no-flip", help="No random horizontal flips."),
     adv_weight: float = typer.Option(0.0, "--adv-weight", help="Weight of an adversarial term (0: off, as in the paper)."),
     gan_objective: str = typer.Option("lsgan", "--gan-objective", help="lsgan | nonsaturating | hinge | minimax (with --adv-weight)."),
-    n_train: int = typer.Option(400, "--n-train", help="street: number of training scenes."),
+    n_train: int = typer.Option(400, "--n-train", min=1, help="street: number of training scenes."),
     phantom_subjects: int = typer.Option(6, "--phantom-subjects", help="phantom: training subjects rendered in memory."),
     phantom_dir: Optional[Path] = typer.Option(None, "--phantom-dir", help="phantom: use a `counterfeit phantom` data set (train/val splits) instead."),
     data_seed: int = typer.Option(0, "--data-seed", help="Seed of the built-in data sets."),
-    steps: Steps = 2000,
+    steps: Steps = None,
     minutes: Minutes = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -88,6 +91,7 @@ def train_crn(
 
     config = None
     if resume is None:
+        steps = DEFAULT_STEPS if steps is None else steps
         if dataset not in DATASETS:
             raise UserError(f"--dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
         if vgg_pool not in ("avg", "max"):

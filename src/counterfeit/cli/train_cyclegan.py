@@ -26,12 +26,16 @@ from counterfeit.cli.options import (
     Resume,
     SampleEvery,
     Seed,
-    Steps,
+    steps_option,
     run_recipe,
 )
 
+DEFAULT_STEPS = 3000  # of a new run; resuming finishes the run's own total
+Steps = steps_option(DEFAULT_STEPS)
+
 DEFAULT_PHANTOM_SUBJECTS = 10
 
+ValSubjects = Annotated[int, typer.Option("--val-subjects", min=0, help="With --mr/--ct: hold out the last N subjects (by name) whose CT is registered to the MR (same grid) for the validation MAE that --keep-best selects by.")]
 Preset = Annotated[str, typer.Option("--preset", help="fast (default: sized for minutes on a CPU) | wolterink2017 (256x256 slices, 64 filters, 9 blocks).")]
 Phantom = Annotated[Optional[Path], typer.Option("--phantom", help="Phantom root (`counterfeit phantom`). Default without --mr/--ct: generate one into <out>/phantom.")]
 PhantomSubjects = Annotated[int, typer.Option("--phantom-subjects", help="Subjects of the generated phantom (when neither --phantom nor --mr/--ct is given).")]
@@ -60,12 +64,18 @@ Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Random l
 
 
 def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | None, mask: Path | None,
-                 phantom_subjects: int, phantom_shape: str, seed: int) -> dict[str, Any]:
+                 phantom_subjects: int, phantom_shape: str, seed: int, val_subjects: int,
+                 keep_best: bool) -> dict[str, Any]:
     """Config entries for the data (absolute paths); generates a phantom when none is given."""
     from counterfeit.errors import InputFileError, UserError
 
     if phantom is not None and (mr or ct or mask):
         raise UserError("give either --phantom or --mr/--ct (and --mask), not both")
+    if val_subjects and mr is None:
+        raise UserError("--val-subjects is for --mr/--ct folders; a phantom has its own val split")
+    if keep_best and mr is not None and not val_subjects:
+        raise UserError("--keep-best selects by the MAE of held-out cases: with --mr/--ct add --val-subjects N "
+                        "(subjects whose CT is registered to the MR)")
     if (mr is None) != (ct is None):
         raise UserError("--mr and --ct go together: give both folders")
     if mask is not None and mr is None:
@@ -74,7 +84,8 @@ def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | No
         for path in (mr, ct, mask):
             if path is not None and not path.is_dir():
                 raise InputFileError(path, "folder not found" if not path.exists() else "is not a folder")
-        return {"mr_dir": str(mr.resolve()), "ct_dir": str(ct.resolve()), "mask_dir": str(mask.resolve()) if mask else None}
+        return {"mr_dir": str(mr.resolve()), "ct_dir": str(ct.resolve()), "mask_dir": str(mask.resolve()) if mask else None,
+                "val_subjects": val_subjects}
     if phantom is None:
         phantom = out / "phantom"
         if not (phantom / "dataset.json").is_file():
@@ -107,6 +118,7 @@ def train_cyclegan(
     mr: MrDir = None,
     ct: CtDir = None,
     mask: MaskDir = None,
+    val_subjects: ValSubjects = 0,
     phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
     phantom_shape: PhantomShape = "64,128,128",
     generator: Generator = None,
@@ -133,7 +145,7 @@ def train_cyclegan(
     ct_scale: CtScale = None,
     asinh_width: AsinhWidth = None,
     depth_channel: DepthChannel = None,
-    steps: Steps = 3000,
+    steps: Steps = None,
     minutes: Minutes = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -153,6 +165,7 @@ def train_cyclegan(
     """
     config = None
     if resume is None:
+        steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, validate_config
         from counterfeit.train.recipes.mr2ct_common import apply_preset
 
@@ -164,7 +177,7 @@ def train_cyclegan(
             **_schedule(steps, decay_from),
         )
         validate_config(config)
-        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
+        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():
             setattr(config, key, value)
     run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
@@ -179,6 +192,7 @@ def train_paired(
     mr: MrDir = None,
     ct: CtDir = None,
     mask: MaskDir = None,
+    val_subjects: ValSubjects = 0,
     phantom_subjects: PhantomSubjects = DEFAULT_PHANTOM_SUBJECTS,
     phantom_shape: PhantomShape = "64,128,128",
     generator: Generator = None,
@@ -200,7 +214,7 @@ def train_paired(
     ct_scale: CtScale = None,
     asinh_width: AsinhWidth = None,
     depth_channel: DepthChannel = None,
-    steps: Steps = 3000,
+    steps: Steps = None,
     minutes: Minutes = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -220,6 +234,7 @@ def train_paired(
     """
     config = None
     if resume is None:
+        steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.train.recipes.mr2ct_common import apply_preset
         from counterfeit.train.recipes.paired import PRESETS, PairedConfig, validate_config
 
@@ -229,7 +244,7 @@ def train_paired(
             lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel, **_schedule(steps, decay_from),
         )
         validate_config(config)
-        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed).items():
+        for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():
             setattr(config, key, value)
     run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,

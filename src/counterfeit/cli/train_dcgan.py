@@ -20,9 +20,12 @@ from counterfeit.cli.options import (
     Resume,
     SampleEvery,
     Seed,
-    Steps,
+    steps_option,
     run_recipe,
 )
+
+DEFAULT_STEPS = 5000  # of a new run; resuming finishes the run's own total
+Steps = steps_option(DEFAULT_STEPS)
 
 _DATASET_HELP = "folder (with --images) | phantom-mr | phantom-ct (slices of the built-in head phantom) | digits (scikit-learn's 8x8 digits, upsampled)."
 
@@ -51,7 +54,7 @@ def train_dcgan(
     fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 weights (.pth/.safetensors): adds FID/KID to the metrics. Slow on CPU.")] = None,
     fid_variant: Annotated[str, typer.Option("--fid-variant", help="fid (pytorch-fid pt_inception-2015-12-05) | torchvision (inception_v3_google).")] = "fid",
     metrics_every: Annotated[int, typer.Option("--metrics-every", help="Steps between SWD evaluations (0: at checkpoints only).")] = 200,
-    steps: Steps = 5000,
+    steps: Steps = None,
     minutes: Minutes = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -69,6 +72,7 @@ def train_dcgan(
     """
     config = None
     if resume is None:
+        steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.errors import InputFileError
         from counterfeit.train.recipes.dcgan import DCGANConfig
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -310,6 +311,17 @@ def generate_dataset(
     }
     atomic_write_text(out / "dataset.json", json.dumps(info, indent=2) + "\n")
     return out
+
+
+def remove_dataset(root: str | os.PathLike) -> None:
+    """Delete a phantom data set: the subject folders its dataset.json lists, that file and preview.png (nothing else)."""
+    root = Path(root)
+    info = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").unlink()  # first: a half-deleted data set is then no longer loadable as a whole one
+    for sid in info.get("subjects", []):
+        if isinstance(sid, str) and sid and "/" not in sid and sid not in (".", ".."):
+            shutil.rmtree(root / sid, ignore_errors=True)
+    (root / "preview.png").unlink(missing_ok=True)
 
 
 def _run_jobs(jobs: list, workers: int):

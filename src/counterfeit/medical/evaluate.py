@@ -157,12 +157,14 @@ def volume_stem(path: str | os.PathLike) -> str:
     return name
 
 
-def find_subject_volumes(folder: str | os.PathLike, name: str | None = None) -> dict[str, Path]:
+def find_subject_volumes(folder: str | os.PathLike, name: str | None = None, *,
+                         name_options: str | None = "--pred-name/--ref-name/--mask-name") -> dict[str, Path]:
     """Map subject id -> volume path in `folder`.
 
     With `name=None` the folder holds one volume file per subject, matched by stem
     ('sub-001.nii.gz'). With `name` (e.g. 'ct_aligned.nii.gz') each subject is a
     sub-folder holding that file ('sub-001/ct_aligned.nii.gz'), as in a phantom root.
+    `name_options`: the caller's options that set `name`, for the error hint (None: it has none).
     """
     from counterfeit.data.volumes import list_volumes
 
@@ -178,7 +180,8 @@ def find_subject_volumes(folder: str | os.PathLike, name: str | None = None) -> 
             found[stem] = Path(path)
         where = "no volume files (.nii.gz, .nii, .mha, .mhd, .nrrd) or DICOM series folders"
         if any(p.is_dir() for p in folder.iterdir()):
-            where += "; for one folder per subject, name the file inside them (--pred-name/--ref-name/--mask-name)"
+            where += (f"; for one folder per subject, name the file inside them ({name_options})" if name_options
+                      else "; sub-folders are not searched: put one volume file per subject here, named by subject")
     else:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
             if (sub / name).is_file():

@@ -155,7 +155,7 @@ def _validation_mae(metrics: dict[str, float]) -> tuple[str, float]:
     found = validation_mae(metrics)
     if found is None:
         raise UserError("choosing among candidates needs held-out cases with a reference CT "
-                        "(the phantom's val split, or MR and CT of a subject on the same grid)")
+                        "(the phantom's val split, or --val-subjects N of --mr/--ct folders)")
     return found
 
 

@@ -355,8 +355,8 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                         row.update(last_metrics)
                         found = validation_mae(last_metrics) if loop.keep_best else None
                         if loop.keep_best and found is None and not warned_no_metric:
-                            warnings.warn(f"keep_best: the {recipe.name} run has no validation MAE to select by; "
-                                          "inference will use the newest checkpoint", stacklevel=2)
+                            warnings.warn(f"keep_best: the {recipe.name} run has no validation MAE (held-out cases) to select "
+                                          "by; inference will use the newest checkpoint", stacklevel=2)
                             warned_no_metric = True
                         if found is not None and (best is None or found[1] < best["value"]):
                             new_best = {"step": step, "metric": found[0], "value": found[1]}
@@ -448,5 +448,6 @@ def _plot_losses(run_dir: Path) -> None:
     from counterfeit.plots import plot_losses
 
     csv_path = run_dir / "metrics.csv"
-    if csv_path.is_file():
+    # a run stopped (Ctrl-C, budget) or asked for 0 steps before its first log row has nothing to draw yet
+    if csv_path.is_file() and len(csv_path.read_text().splitlines()) > 1:
         plot_losses(csv_path, run_dir / "loss.png")

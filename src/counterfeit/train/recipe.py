@@ -134,11 +134,13 @@ class Recipe(abc.ABC):
         return to_device(x, self.device)
 
 
+VALIDATION_MAE = "val_mae_hu"  # the MR->CT recipes' MAE (HU) on held-out cases; `train_mae_hu` is on training ones
+
+
 def validation_mae(metrics: dict[str, float]) -> tuple[str, float] | None:
-    """The metric that selects among checkpoints and candidates: the held-out cases' MAE in HU (the MR->CT
-    recipes' `<split>_mae_hu`), as (key, value); None when a recipe's metrics have none."""
-    keys = sorted(k for k in metrics if k.endswith("_mae_hu"))
-    return (keys[0], float(metrics[keys[0]])) if keys else None
+    """The metric that selects among checkpoints and candidates, as (key, value): the held-out cases' MAE in HU.
+    None when there is none; never the training cases' MAE, which would reward memorising them."""
+    return (VALIDATION_MAE, float(metrics[VALIDATION_MAE])) if VALIDATION_MAE in metrics else None
 
 
 def to_device(x: Any, device: torch.device) -> Any:

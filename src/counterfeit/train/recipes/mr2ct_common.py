@@ -87,6 +87,9 @@ class MR2CTConfig:
     asinh_width: float = ASINH_WIDTH_HU  # HU; where the asinh scale turns logarithmic (wider: more range for bone)
     depth_channel: bool = True  # networks also see each slice's depth below the body surface (rounds 27-32)
     preview_subjects: int = 2  # held-out cases for sample grids and the validation MAE (0: none)
+    # --mr/--ct folders: the last N subjects (by name) with a CT on their MR's grid are held out for validation
+    # (the phantom has its own val split)
+    val_subjects: int = 0
 
     # Options added after older runs were saved, with the value those runs trained with (train.recipe.config_from_dict).
     ABSENT_IN_OLD_RUNS: ClassVar[dict[str, Any]] = {"depth_channel": False, "ct_scale": "linear",
@@ -169,6 +172,10 @@ def validate_common(config: MR2CTConfig) -> int:
             raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
     if config.n_blocks < 0:
         raise UserError(f"--blocks must be >= 0, got {config.n_blocks}")
+    if config.val_subjects < 0:
+        raise UserError(f"--val-subjects must be >= 0, got {config.val_subjects}")
+    if config.val_subjects and config.phantom:
+        raise UserError("--val-subjects is for --mr/--ct folders; a phantom has its own val split")
     if config.lr <= 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     if config.ct_scale not in CT_SCALES:
@@ -333,9 +340,9 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     from counterfeit.data.volumes import check_same_grid, read_volume
     from counterfeit.medical.evaluate import find_subject_volumes
 
-    mr_paths = find_subject_volumes(config.mr_dir)
-    ct_paths = find_subject_volumes(config.ct_dir)
-    mask_paths = find_subject_volumes(config.mask_dir) if config.mask_dir else {}
+    mr_paths = find_subject_volumes(config.mr_dir, name_options=None)
+    ct_paths = find_subject_volumes(config.ct_dir, name_options=None)
+    mask_paths = find_subject_volumes(config.mask_dir, name_options=None) if config.mask_dir else {}
     if mask_paths:
         missing = sorted(set(mr_paths) - set(mask_paths))
         if missing:
@@ -349,24 +356,45 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     masks = {s: read_volume(p, modality="mask") for s, p in mask_paths.items()}
     for s, m in masks.items():
         check_same_grid(mr_vols[s], m, (str(mr_paths[s]), str(mask_paths[s])))
-    subjects = sorted(mr_vols)
+    val_ids = _held_out_subjects(config, mr_vols, ct_vols, mr_paths, ct_paths)
+    subjects = [s for s in sorted(mr_vols) if s not in val_ids]
     if paired:
         for s in subjects:
             check_same_grid(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
-    ct_subjects = subjects if paired else sorted(ct_vols)
+    # a held-out subject's CT stays out of the unpaired CT pool too: validation must not score seen anatomy
+    ct_subjects = subjects if paired else [s for s in sorted(ct_vols) if s not in val_ids]
     ct_list = [_norm_ct(config, ct_vols[s].array) for s in ct_subjects]
     mr_list = [_norm_mr(config, mr_vols[s].array) for s in subjects]
     mask_list = [masks[s].array for s in subjects] if masks else None
     mr_depth, ct_depth = _depths(config, [mr_vols[s] for s in subjects], [ct_vols[s] for s in ct_subjects], paired=paired)
     preview = []
-    for s in subjects[: config.preview_subjects]:
+    for s in (val_ids or subjects)[: config.preview_subjects]:
         ref = ct_vols.get(s)
         same_grid = ref is not None and ref.shape == mr_vols[s].shape
-        i = subjects.index(s)
-        preview.append(PreviewCase(s, mr_list[i], ref.array if same_grid else None,
+        preview.append(PreviewCase(s, _norm_mr(config, mr_vols[s].array), ref.array if same_grid else None,
                                    masks[s].array.astype(bool) if s in masks else None,
-                                   mr_depth[i] if mr_depth else None))
-    return MR2CTData(mr_list, ct_list, mask_list, preview, "train", mr_depth, ct_depth)
+                                   _depth(config, mr_vols[s], "mr")))
+    return MR2CTData(mr_list, ct_list, mask_list, preview, "val" if val_ids else "train", mr_depth, ct_depth)
+
+
+def _held_out_subjects(config: MR2CTConfig, mr_vols: dict[str, Any], ct_vols: dict[str, Any],
+                       mr_paths: dict[str, Path], ct_paths: dict[str, Path]) -> list[str]:
+    """The last `val_subjects` subjects (by name) whose CT lies on their MR's grid, so that MAE can be scored."""
+    from counterfeit.data.volumes import check_same_grid
+
+    n = config.val_subjects
+    if not n:
+        return []
+    scorable = [s for s in sorted(mr_vols) if s in ct_vols and ct_vols[s].shape == mr_vols[s].shape]
+    if len(scorable) < n:
+        raise UserError(f"--val-subjects {n}: only {len(scorable)} subject(s) have a CT named like the MR on the "
+                        f"same grid, which validation needs (registered MR and CT, as in SynthRAD2023)")
+    if len(mr_vols) - n < 1:
+        raise UserError(f"--val-subjects {n} leaves no subject to train on ({len(mr_vols)} MR volumes)")
+    held_out = scorable[-n:]
+    for s in held_out:
+        check_same_grid(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
+    return held_out
 
 
 # --- the base recipe --------------------------------------------------------------------
