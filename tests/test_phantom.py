@@ -123,6 +123,11 @@ def test_splits():
     assert (len(s["train"]), len(s["val"]), len(s["test"])) == (6, 2, 2)
     assert sorted(s["train"] + s["val"] + s["test"]) == sorted(ids)
     assert split_subjects(["a"], (0.6, 0.2, 0.2))["train"] == ["a"]
+    # the demo's fractions on 4 heads: val would round to 0, and then nothing could choose a checkpoint
+    small = split_subjects(ids[:4], (0.625, 0.125, 0.25))
+    assert (len(small["train"]), len(small["val"]), len(small["test"])) == (2, 1, 1)
+    assert [len(v) for v in split_subjects(ids[:4], (0.8, 0.0, 0.2)).values()] == [3, 0, 1]  # none asked for
+    assert [len(v) for v in split_subjects(ids[:2], (0.6, 0.2, 0.2)).values()] == [2, 0, 0]
     with pytest.raises(UserError):
         split_subjects(ids, (0.5, 0.5))
 

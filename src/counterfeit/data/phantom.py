@@ -239,13 +239,16 @@ def subject_seed(seed: int, index: int) -> int:
 
 
 def split_subjects(ids: Sequence[str], splits: Sequence[float]) -> dict[str, list[str]]:
-    """Consecutive train/val/test blocks with sizes from `splits` (rounded; train takes the rest)."""
+    """Consecutive train/val/test blocks with sizes from `splits` (rounded, at least 1 each from 3 subjects on;
+    train takes the rest)."""
     if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
         raise UserError(f"splits must be three non-negative fractions (train, val, test), got {tuple(splits)}")
     total = float(sum(splits))
     n = len(ids)
-    n_val = int(round(n * splits[1] / total))
-    n_test = int(round(n * splits[2] / total))
+    # a split asked for is never rounded away while one subject each can go round: the val split is what
+    # candidates and --keep-best select by
+    n_val = int(round(n * splits[1] / total)) or int(splits[1] > 0 and n >= 3)
+    n_test = int(round(n * splits[2] / total)) or int(splits[2] > 0 and n >= 3)
     if splits[0] > 0 and n > 0:
         while n_val + n_test >= n and (n_val or n_test):  # keep at least one training subject
             if n_val >= n_test:
