@@ -205,3 +205,13 @@ def test_cli_keep_best_on_folders_needs_val_subjects(phantom, tmp_path):
     assert res.exit_code == 0, res.output
     best = json.loads((tmp_path / "b" / "checkpoints" / "best.json").read_text())
     assert best["metric"] == "val_mae_hu"
+
+
+def test_an_image_size_beyond_every_slice_warns(phantom):
+    with pytest.warns(UserWarning, match="larger than every training slice \\(at most 32x32"):
+        build(tiny(phantom, image_size=64, d_crop=48))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(tiny(phantom))  # 32 on 32x32 slices: no warning

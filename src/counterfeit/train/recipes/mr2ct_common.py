@@ -397,6 +397,18 @@ def _held_out_subjects(config: MR2CTConfig, mr_vols: dict[str, Any], ct_vols: di
     return held_out
 
 
+def _warn_if_slices_are_smaller(image_size: int, volumes: list[np.ndarray]) -> None:
+    """Slices smaller than the training size are padded: legitimate at an edge, wasteful when it is all of them."""
+    import warnings
+
+    height = max(v.shape[1] for v in volumes)
+    width = max(v.shape[2] for v in volumes)
+    if image_size > max(height, width):
+        warnings.warn(f"--image-size {image_size} is larger than every training slice (at most {height}x{width} "
+                      f"voxels): the networks will mostly see padding; --image-size {max(height, width)} or less "
+                      f"fits the data", stacklevel=2)
+
+
 # --- the base recipe --------------------------------------------------------------------
 
 
@@ -412,6 +424,7 @@ class MR2CTRecipe(Recipe):
 
     def setup_data(self) -> None:
         self.data = load_mr2ct_data(self.config, paired=self.paired_data)
+        _warn_if_slices_are_smaller(self.config.image_size, self.data.mr)
         self.sampler = self.make_sampler(self.data)
 
     def make_sampler(self, data: MR2CTData) -> Any:
