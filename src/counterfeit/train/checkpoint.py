@@ -153,11 +153,7 @@ def write_best(run_dir: Path, step: int, metric: str, value: float) -> None:
 
 def remove_checkpoints(run_dir: Path) -> None:
     """Delete every checkpoint of `run_dir` and its best-checkpoint record (a fresh run replacing an old one)."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    if root.is_dir():
-        for info in list_checkpoints(run_dir):
-            _remove_atomically(info.path)
-        shutil.rmtree(root, ignore_errors=True)
+    _remove_atomically(Path(run_dir) / CHECKPOINT_DIR)
 
 
 def best_checkpoint(run_dir: Path) -> CheckpointInfo | None:

@@ -367,13 +367,20 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     mr_list = [_norm_mr(config, mr_vols[s].array) for s in subjects]
     mask_list = [masks[s].array for s in subjects] if masks else None
     mr_depth, ct_depth = _depths(config, [mr_vols[s] for s in subjects], [ct_vols[s] for s in ct_subjects], paired=paired)
+    def network_inputs(s: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A subject's normalised MR and depth map: a training subject's are already computed."""
+        if s in subjects:
+            i = subjects.index(s)
+            return mr_list[i], mr_depth[i] if mr_depth else None
+        return _norm_mr(config, mr_vols[s].array), _depth(config, mr_vols[s], "mr")
+
     preview = []
     for s in (val_ids or subjects)[: config.preview_subjects]:
         ref = ct_vols.get(s)
         same_grid = ref is not None and ref.shape == mr_vols[s].shape
-        preview.append(PreviewCase(s, _norm_mr(config, mr_vols[s].array), ref.array if same_grid else None,
-                                   masks[s].array.astype(bool) if s in masks else None,
-                                   _depth(config, mr_vols[s], "mr")))
+        mr_unit, depth = network_inputs(s)
+        preview.append(PreviewCase(s, mr_unit, ref.array if same_grid else None,
+                                   masks[s].array.astype(bool) if s in masks else None, depth))
     return MR2CTData(mr_list, ct_list, mask_list, preview, "val" if val_ids else "train", mr_depth, ct_depth)
 
 
