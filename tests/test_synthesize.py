@@ -116,6 +116,11 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["sub-a.nii", "sub-b.nii"]  # no temp files left
     with pytest.raises(UserError, match="must be a folder"):
         synthesize_path(run_dir, tmp_path / "in", tmp_path / "x.nii.gz", "cpu")
+    # one file into an existing folder: named after the input, with the output suffix
+    [(into, _)] = synthesize_path(run_dir, src, tmp_path / "folder", "cpu")
+    assert into == tmp_path / "folder" / "sub-a.nii.gz" and into.is_file()
+    with pytest.raises(UserError, match="needs a volume extension"):  # a new name without one is still refused
+        synthesize_path(run_dir, src, tmp_path / "not_there", "cpu")
 
 
 def test_cli(run_dir, tmp_path):

@@ -105,7 +105,8 @@ def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
 
 def output_paths(input_path: Path, output_path: Path, *, input_name: str | None = None,
                  suffix: str = ".nii.gz") -> list[tuple[Path, Path]]:
-    """(input, output) pairs: a file -> that file; a folder -> one output per subject in `output_path`.
+    """(input, output) pairs: a file -> that file (or `<input's name><suffix>` in it, when `output_path` is an
+    existing folder); a folder -> one output per subject in `output_path`.
 
     A folder holds one volume per subject (files or DICOM series folders), or, with `input_name`
     (e.g. 'mr.nii.gz'), one sub-folder per subject holding that file (a phantom root). Outputs
@@ -113,13 +114,15 @@ def output_paths(input_path: Path, output_path: Path, *, input_name: str | None 
     """
     from counterfeit.data.volumes import WRITE_SUFFIXES
     from counterfeit.errors import InputFileError, UserError
-    from counterfeit.medical.evaluate import find_subject_volumes
+    from counterfeit.medical.evaluate import find_subject_volumes, volume_stem
 
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.exists():
         raise InputFileError(input_path, "file or folder not found")
     is_series = input_path.is_dir() and input_name is None and _is_dicom_series(input_path)
     if input_path.is_file() or is_series:
+        if output_path.is_dir():
+            output_path = output_path / f"{volume_stem(input_path)}{suffix}"
         if not output_path.name.lower().endswith(WRITE_SUFFIXES):
             raise UserError(f"{output_path}: the output file needs a volume extension ({', '.join(WRITE_SUFFIXES)})")
         return [(input_path, output_path)]
