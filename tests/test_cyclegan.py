@@ -272,9 +272,11 @@ def test_cli_train_and_resume(phantom, tmp_path):
     assert [c.step for c in ckpt.list_checkpoints(out)] == [1, 2]  # a new best at a checkpoint step is saved once
     assert json.loads((out / "config.json").read_text())["loop"]["keep_best"] is True
     assert ckpt.read_best(out)["step"] in (1, 2) and ckpt.read_best(out)["metric"].endswith("_mae_hu")
-    result = CliRunner().invoke(app, ["train", "cyclegan", "--resume", str(out), "--steps", "3", "--no-progress", "--device", "cpu"])
+    result = CliRunner().invoke(app, ["train", "cyclegan", "--resume", str(out), "--steps", "3", "--no-progress", "--device", "cpu",
+                                      "--ngf", "64", "--keep-best"])
     assert result.exit_code == 0, result.output
     assert ckpt.list_checkpoints(out)[-1].step == 3
+    assert "--ngf, --keep-best ignored with --resume" in " ".join(result.output.split())
     bad = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), "--mr", str(phantom)])
     assert isinstance(bad.exception, UserError) and "--mr and --ct" in str(bad.exception)
 

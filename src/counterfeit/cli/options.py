@@ -44,8 +44,9 @@ KeepBest = Annotated[bool, typer.Option("--keep-best/--no-keep-best", help="Chec
 def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int | None, minutes: float | None, seed: int,
                device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
                no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False,
-               overwrite: bool = False) -> None:
-    """Train a freshly configured recipe, or resume `resume`, and print a short summary."""
+               overwrite: bool = False, ctx: typer.Context | None = None) -> None:
+    """Train a freshly configured recipe, or resume `resume`, and print a short summary. `ctx`: the command's,
+    to name options that a resume ignores."""
     from rich.console import Console
 
     from counterfeit.device import resolve_device, seed_everything
@@ -56,6 +57,8 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         check_resume_kind(resume, recipe_name)
+        if ctx is not None:
+            warn_options_ignored_on_resume(ctx)
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
     else:
         if steps is None:
@@ -91,3 +94,18 @@ def check_resume_kind(resume: Path, recipe_name: str) -> None:
         command = "toy" if kind == "toy" else f"train {kind}"
         raise UserError(f"{resume}: a {kind!r} run, not {recipe_name!r}; resume it with "
                         f"`counterfeit {command} --resume {resume}`")
+
+
+RESUME_OPTIONS = {"resume", "steps", "minutes", "device", "no_progress"}  # what a resume takes; its config wins
+
+
+def warn_options_ignored_on_resume(ctx: typer.Context) -> None:
+    """Name the options typed together with --resume that the run's saved config overrides (they did nothing)."""
+    ignored = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name not in RESUME_OPTIONS else None
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            ignored.append(param.opts[0] if param.opts else param.name)
+    if ignored:
+        typer.echo(f"note: {', '.join(ignored)} ignored with --resume: the run continues with its saved config "
+                   "(--steps, --minutes and --device apply)", err=True)

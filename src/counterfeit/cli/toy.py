@@ -19,6 +19,7 @@ from counterfeit.cli.options import (
     Resume,
     check_resume_kind,
     check_resume_or_overwrite,
+    warn_options_ignored_on_resume,
     steps_option,
     Seed,
 )
@@ -32,6 +33,7 @@ _LOSSES = "hinge | nonsaturating | minimax | lsgan | wgan-gp."
 
 @app.command("toy")
 def toy(
+    ctx: typer.Context,
     dist: Annotated[str, typer.Option("--dist", help=_DISTS)] = "ring8",
     loss: Annotated[str, typer.Option("--loss", help=_LOSSES)] = "hinge",
     out: Out = Path("runs/toy"),
@@ -79,7 +81,7 @@ def toy(
             dist=dist, loss=loss, out=out, steps=steps, seed=seed, lr_g=lr_g, lr_d=lr_d, batch_size=batch_size,
             g_hidden=g_hidden, d_hidden=d_hidden, g_depth=g_depth, d_depth=d_depth, z_dim=z_dim, n_critic=n_critic, pac=pac, frames=frames, metrics_every=metrics_every,
             minutes=minutes, device=device, log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
-            overwrite=overwrite, no_progress=no_progress)
+            overwrite=overwrite, no_progress=no_progress, ctx=ctx)
         summary = finish_toy_run(recipe, run_dir, result.steps_done, result.seconds)
     finally:
         torch.set_num_threads(previous_threads)  # callers in the same process (tests) keep their setting
@@ -97,7 +99,7 @@ def toy(
 def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int | None, seed: int, lr_g: float, lr_d: float,
                      batch_size: int, g_hidden: int, d_hidden: int, g_depth: int, d_depth: int, z_dim: int, n_critic: int | None, pac: int, frames: int,
                      metrics_every: int, minutes: float | None, device: str, log_every: int, checkpoint_every: int,
-                     resume: Path | None, overwrite: bool, no_progress: bool):
+                     resume: Path | None, overwrite: bool, no_progress: bool, ctx: typer.Context):
     """Train a new toy run (or resume one); return (run_dir, trained recipe, TrainResult)."""
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.loop import LoopConfig, load_run, resume_run, train
@@ -106,6 +108,7 @@ def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int | None, seed
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         check_resume_kind(resume, "toy")
+        warn_options_ignored_on_resume(ctx)
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
         return resume, load_run(resume, device=device), result
     steps = DEFAULT_STEPS if steps is None else steps

@@ -47,6 +47,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 @train_app.command("crn")
 def train_crn(
+    ctx: typer.Context,
     out: Out = Path("runs/crn"),
     dataset: str = typer.Option("street", "--dataset", help="street | phantom-ct | phantom-mr | folder."),
     layouts: Optional[Path] = typer.Option(None, "--layouts", help="folder: directory of layout PNGs (label ids, or colours with --palette)."),
@@ -120,5 +121,5 @@ def train_crn(
             data_seed=data_seed, **kwargs,
         )
         config = complete_folder_config(config)
-    run_recipe("crn", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+    run_recipe("crn", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_)

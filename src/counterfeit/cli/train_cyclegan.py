@@ -112,6 +112,7 @@ def _schedule(steps: int, decay_from: float) -> dict[str, int]:
 
 @train_app.command("cyclegan")
 def train_cyclegan(
+    ctx: typer.Context,
     out: Out = Path("runs/cyclegan"),
     preset: Preset = "fast",
     phantom: Phantom = None,
@@ -179,13 +180,14 @@ def train_cyclegan(
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():
             setattr(config, key, value)
-    run_recipe("cyclegan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+    run_recipe("cyclegan", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every, keep_best=keep_best)
 
 
 @train_app.command("paired")
 def train_paired(
+    ctx: typer.Context,
     out: Out = Path("runs/paired"),
     preset: Preset = "fast",
     phantom: Phantom = None,
@@ -246,6 +248,6 @@ def train_paired(
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():
             setattr(config, key, value)
-    run_recipe("paired", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+    run_recipe("paired", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every, keep_best=keep_best)

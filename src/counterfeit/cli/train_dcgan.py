@@ -32,6 +32,7 @@ _DATASET_HELP = "folder (with --images) | phantom-mr | phantom-ct (slices of the
 
 @train_app.command("dcgan")
 def train_dcgan(
+    ctx: typer.Context,
     out: Out = Path("runs/dcgan"),
     images: Annotated[Optional[Path], typer.Option("--images", help="Folder of PNG/TIFF/JPEG images (8- or 16-bit, searched recursively).")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help=_DATASET_HELP + " Default: folder with --images, else phantom-mr.")] = None,
@@ -91,6 +92,6 @@ def train_dcgan(
             gp_weight=gp_weight, critic_norm=critic_norm, lr=lr, batch_size=batch_size, holdout=holdout,
             interpolation=interpolation, fid_weights=str(fid_weights) if fid_weights else None, fid_variant=fid_variant,
         )
-    run_recipe("dcgan", config, out=out, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
+    run_recipe("dcgan", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
                metrics_every=metrics_every)
