@@ -237,11 +237,13 @@ def test_cli(tmp_path) -> None:
     res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "9", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
-    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--no-progress", "--lr-g", "0.5", "--steps", "9"])
+    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--no-progress", "--lr-g", "0.5", "--steps", "9",
+                                   "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
     # options a resume ignores are named (--steps and --no-progress apply)
-    assert "--lr-g ignored with --resume" in res.output and "--steps" not in res.output.split("ignored")[0]
+    assert "--lr-g ignored with --resume" in res.output
+    assert "--steps" not in res.output.split("ignored")[0] and "--threads" not in res.output.split("ignored")[0]
     # without --steps a resume finishes the run's own total (here: nothing left), not the command's default 6000
     res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--no-progress"])
     assert res.exit_code == 0 and "ignored with --resume" not in res.output

@@ -99,11 +99,13 @@ def check_resume_kind(resume: Path, recipe_name: str) -> None:
 RESUME_OPTIONS = {"resume", "steps", "minutes", "device", "no_progress"}  # what a resume takes; its config wins
 
 
-def warn_options_ignored_on_resume(ctx: typer.Context) -> None:
-    """Name the options typed together with --resume that the run's saved config overrides (they did nothing)."""
+def warn_options_ignored_on_resume(ctx: typer.Context, also_applied: tuple[str, ...] = ()) -> None:
+    """Name the options typed together with --resume that the run's saved config overrides (they did nothing).
+    `also_applied`: a command's own options that act on a resume too."""
     ignored = []
     for param in ctx.command.params:
-        source = ctx.get_parameter_source(param.name) if param.name not in RESUME_OPTIONS else None
+        applies = param.name in RESUME_OPTIONS or param.name in also_applied
+        source = None if applies else ctx.get_parameter_source(param.name)
         if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
             ignored.append(param.opts[0] if param.opts else param.name)
     if ignored:

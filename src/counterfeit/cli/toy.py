@@ -108,7 +108,7 @@ def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int | None, seed
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         check_resume_kind(resume, "toy")
-        warn_options_ignored_on_resume(ctx)
+        warn_options_ignored_on_resume(ctx, also_applied=("threads",))  # set before training, resumed or not
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
         return resume, load_run(resume, device=device), result
     steps = DEFAULT_STEPS if steps is None else steps
