@@ -16,12 +16,13 @@ from counterfeit.atomic import atomic_path  # noqa: E402
 _NOT_LOSSES = {"step", "seconds", "data_wait_frac", "lr"}
 
 
-def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str] | None = None) -> Path:
-    """Plot every loss column of a run's metrics.csv against step (one panel per column)."""
+def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str] | None = None) -> Path | None:
+    """Plot every loss column of a run's metrics.csv against step (one panel per column); None, and no
+    picture, while it has no rows (a run stopped or asked for 0 steps before its first log row)."""
     with open(metrics_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
-        raise ValueError(f"{metrics_csv}: no rows to plot")
+        return None
     names = columns or [c for c in rows[0].keys() if c not in _NOT_LOSSES]
     n = max(len(names), 1)
     ncols = min(n, 3)

@@ -448,6 +448,5 @@ def _plot_losses(run_dir: Path) -> None:
     from counterfeit.plots import plot_losses
 
     csv_path = run_dir / "metrics.csv"
-    # a run stopped (Ctrl-C, budget) or asked for 0 steps before its first log row has nothing to draw yet
-    if csv_path.is_file() and len(csv_path.read_text().splitlines()) > 1:
+    if csv_path.is_file():
         plot_losses(csv_path, run_dir / "loss.png")
