@@ -123,7 +123,8 @@ def test_folder_of_16bit_images_trains(tmp_path):
     for i in range(12):
         Image.fromarray(rng.integers(20000, 60000, (40, 40)).astype(np.uint16)).save(folder / f"{i}.png")
     recipe = _recipe(dataset=None, images=str(folder), holdout=100)
-    _steps(recipe, 1)
+    with pytest.warns(UserWarning, match="--holdout 100 capped at 3"):
+        _steps(recipe, 1)
     assert recipe.train_images.shape == (9, 1, 32, 32) and len(recipe.holdout_images) == 3
     assert recipe.train_images.min() > -0.5  # 16-bit values read at full scale, not black
 

@@ -260,5 +260,8 @@ def test_cli(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
     assert not (out / "samples" / "step_00000009.png").exists()
+    zero = CliRunner().invoke(app, [*args[:4], str(tmp_path / "zero"), "--steps", "0", "--frames", "1", "--no-progress"])
+    assert zero.exit_code == 0, zero.output  # no metrics row, so no loss.png, and the summary does not list one
+    assert "summary.json" in zero.output and "loss.png" not in zero.output
     bad = CliRunner().invoke(app, ["toy", "--dist", "moons", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, UserError) and "--dist must be one of" in str(bad.exception)

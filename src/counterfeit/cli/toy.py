@@ -93,7 +93,11 @@ def toy(
         f"JS {summary['js']:.3f} (real vs real {summary['js_real_vs_real']:.3f}){verdict}"
     )
     console.print(f"samples per mode: {summary['per_mode_counts']}")
-    console.print(f"results in {run_dir}/ (samples.npy, summary.json, metrics.csv, loss.png, training.gif, samples/)")
+    written = [name for name in TOY_OUTPUTS if (run_dir / name.rstrip("/")).exists()]
+    console.print(f"results in {run_dir}/ ({', '.join(written)})")
+
+
+TOY_OUTPUTS = ("samples.npy", "summary.json", "metrics.csv", "loss.png", "training.gif", "samples/")
 
 
 def _train_or_resume(*, dist: str, loss: str, out: Path, steps: int | None, seed: int, lr_g: float, lr_d: float,

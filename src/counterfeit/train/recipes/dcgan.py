@@ -195,7 +195,13 @@ class DCGANRecipe(Recipe):
 
         if self.train_images is not None:
             return
-        self.train_images, self.holdout_images = split_holdout(self.load_images(), self.config.holdout, self.config.data_seed)
+        images = self.load_images()
+        self.train_images, self.holdout_images = split_holdout(images, self.config.holdout, self.config.data_seed)
+        if len(self.holdout_images) < self.config.holdout:
+            import warnings
+
+            warnings.warn(f"--holdout {self.config.holdout} capped at {len(self.holdout_images)}, a quarter of the "
+                          f"{len(images)} images, so that most stay for training", stacklevel=2)
 
     def sample_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
