@@ -17,7 +17,8 @@ from counterfeit.errors import UserError
 from counterfeit.metrics import METRICS, histogram_js, mode_coverage, register_metric
 from counterfeit.plots import render_toy_frame, write_gif
 from counterfeit.train.loop import LoopConfig, resume_run, train
-from counterfeit.train.recipes.toy import ToyConfig, ToyRecipe, finish_toy_run
+from counterfeit.losses import gradient_penalty
+from counterfeit.train.recipes.toy import ToyConfig, ToyRecipe, finish_toy_run, packed_gradient_penalty
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -150,7 +151,19 @@ def test_config_validation() -> None:
     assert ToyConfig(loss="wgan-gp").n_critic == 5 and ToyConfig(loss="hinge").n_critic == 1
 
 
-@pytest.mark.parametrize("loss, pac", [("wgan-gp", 1), ("nonsaturating", 2)])
+def test_gradient_penalty_is_per_pack() -> None:
+    class LinearPackCritic(torch.nn.Module):  # exactly 1-Lipschitz in each packed input: no penalty is due
+        pac = 2
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, 4) @ torch.tensor([0.6, 0.0, 0.8, 0.0])
+
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    assert float(packed_gradient_penalty(LinearPackCritic(), real, fake, weight=10.0)) == pytest.approx(0.0, abs=1e-10)
+    assert float(gradient_penalty(LinearPackCritic(), real, fake)) > 0.5  # per point: norms 0.6 and 0.8, not 1
+
+
+@pytest.mark.parametrize("loss, pac", [("wgan-gp", 1), ("wgan-gp", 2), ("nonsaturating", 2)])
 def test_every_step_kind_runs(loss: str, pac: int) -> None:
     recipe = _recipe(loss=loss, pac=pac, n_critic=2)
     batch = recipe.sample_batch(np.random.default_rng(0))

@@ -15,8 +15,8 @@ Objectives (`OBJECTIVES`):
   D confidently rejects the fakes, exactly when G needs to learn.
 - "nonsaturating": same D; G minimises −log D(G(z)), gradient → −1 in that regime.
 - "lsgan": least squares to targets 1 (real) and 0 (fake), as in Wolterink et al.
-  2017: D: (1 − D(x))² + D(G(z))², G: (1 − D(G(z)))². No ½ factor by default
-  (Mao et al. 2017 use ½ on D; pass `LeastSquares(d_scale=0.5)` for that).
+  2017: D: (1 − D(x))² + D(G(z))², G: (1 − D(G(z)))². No ½ factor (Mao et al. 2017
+  put ½ on both losses; `LeastSquares(d_scale=0.5)` halves only D's).
 - "wgan-gp": Gulrajani et al. 2017. Critic: E[D(G(z))] − E[D(x)] plus
   `gradient_penalty`; G: −E[D(G(z))]. Recommended: 5 critic steps per G step.
 - "hinge": Miyato et al. 2018. D: E[relu(1 − D(x))] + E[relu(1 + D(G(z)))]; G: −E[D(G(z))].
@@ -98,7 +98,8 @@ class LeastSquares(GANObjective):
     """Least-squares GAN: D regresses real → `real_target`, fake → `fake_target`; G pushes fakes to `real_target`.
 
     `d_scale` multiplies the discriminator loss: 1.0 is Wolterink et al.'s
-    (1 − D(x))² + D(G(z))² (the default, used by the CycleGAN recipe); 0.5 is Mao et al.'s.
+    (1 − D(x))² + D(G(z))² (the default, used by the CycleGAN recipe); 0.5 is Mao et al.'s D loss (they
+    also halve G's, which matters only beside other loss terms, e.g. the CycleGAN's cycle loss).
     """
 
     name = "lsgan"
@@ -175,7 +176,8 @@ def gradient_penalty(
 ) -> torch.Tensor:
     """WGAN-GP penalty weight · E[(‖∇_x̂ D(x̂)‖₂ − 1)²] at x̂ = α·real + (1 − α)·fake.
 
-    One α ~ U[0, 1] per sample, drawn from the global torch RNG (seed it for
+    One α ~ U[0, 1] and one gradient norm per row of `real`, so each row must be one whole critic input
+    (for a critic of packed samples, pass the packs). α comes from the global torch RNG (seed it for
     repeatability). The graph is kept (create_graph) so the penalty trains the
     critic; `fake` is detached, so no gradient reaches the generator.
     """

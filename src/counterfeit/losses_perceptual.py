@@ -5,9 +5,11 @@ with Phi_0 the image itself and Phi_1..5 the VGG19 activations conv1_2 ... conv5
 Each term is a mean absolute difference, as in the released code's `compute_error`.
 
 As in that code, the pixel term is computed on the VGG's *input* (the image after the
-network's normalisation: mean subtraction there, ImageNet mean/std for torchvision's
-weights), so the pixel and feature terms keep the relative scale the published weights
-were tuned for.
+network's normalisation). That code feeds MatConvNet's VGG 0-255 values minus the mean;
+torchvision's weights take ImageNet mean/std-normalised [0, 1] values, about 1/58 of that
+scale, and their features come from another training run. So the published layer weights
+below are a starting point for torchvision's VGG19, not weights tuned for it (no pretrained
+weights were at hand here to re-balance them; the paper's own recipe for that is below).
 
 Layer weights of the released code (github.com/CQFIO/PhotographicImageSynthesis), pixel first:
 - Cityscapes 512p / 1024p (`demo_512p.py`, `demo_1024p.py`): 1, 1/2.6, 1/4.8, 1/3.7, 1/5.6, 10/1.5

@@ -127,6 +127,14 @@ class ToyDiscriminator(torch.nn.Module):
         return self.forward(x.repeat_interleave(self.pac, dim=0))
 
 
+def packed_gradient_penalty(D: ToyDiscriminator, real: torch.Tensor, fake: torch.Tensor, weight: float) -> torch.Tensor:
+    """WGAN-GP's penalty per critic input: one α and one gradient norm per pack of `D.pac` points, not per point
+    (per point, a 1-Lipschitz critic of packs would be penalised: its packs' norms would be driven to √pac)."""
+    width = 2 * D.pac
+    return gradient_penalty(lambda packs: D(packs.reshape(-1, 2)), real.reshape(-1, width), fake.reshape(-1, width),
+                            weight=weight)
+
+
 @register_recipe
 class ToyRecipe(Recipe):
     name = "toy"
@@ -174,7 +182,7 @@ class ToyRecipe(Recipe):
             real_logits, fake_logits = D(torch.cat([real, fake.detach()])).chunk(2)
             loss_d = self.objective.d_loss(real_logits, fake_logits)
             if self.objective.gp_weight:
-                loss_d = loss_d + gradient_penalty(D, real, fake, weight=self.config.gp_weight)
+                loss_d = loss_d + packed_gradient_penalty(D, real, fake, self.config.gp_weight)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
