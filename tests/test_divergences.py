@@ -50,6 +50,7 @@ def test_torch_in_torch_out_and_differentiable() -> None:
     # numpy and torch mixed -> torch
     assert isinstance(dv.js_divergence(p, torch.tensor(q)), torch.Tensor)
     assert isinstance(dv.entropy(p), np.floating)
+    assert str(dv.entropy([1.0, 0.0])) == "0.0"  # a point mass prints 0.0, not -0.0
 
 
 def test_limits_and_special_values() -> None:

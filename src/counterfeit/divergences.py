@@ -103,7 +103,7 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def entropy(p: ArrayLike) -> ArrayLike:
     """Shannon entropy H(p) = −Σ p log p in nats."""
     (p,), from_torch = _as_distributions(p, names=("p",))
-    return _out(-torch.xlogy(p, p).sum(dim=-1), from_torch)
+    return _out(0.0 - torch.xlogy(p, p).sum(dim=-1), from_torch)  # 0 - x, not -x: a point mass gives 0.0, not -0.0
 
 
 def cross_entropy(p: ArrayLike, q: ArrayLike) -> ArrayLike:
