@@ -165,9 +165,15 @@ def test_corrupted_checkpoint_falls_back(tmp_path):
     train(_recipe(), _loop(10), tmp_path)
     newest = tmp_path / "checkpoints" / "step_00000010" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:-7])  # truncate
-    with pytest.warns(UserWarning, match="checksum mismatch"):
+    with pytest.warns(UserWarning, match="checksum mismatch.*skipped it, trying step_00000005"):
         info = ckpt.latest_checkpoint(tmp_path)
     assert info.step == 5
+    oldest = tmp_path / "checkpoints" / "step_00000005" / "model.safetensors"
+    saved = oldest.read_bytes()
+    oldest.write_bytes(saved[:-7])
+    with pytest.warns(UserWarning, match="no older checkpoint to use"):
+        assert ckpt.latest_checkpoint(tmp_path) is None
+    oldest.write_bytes(saved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         resumed = resume_run(tmp_path, steps=12, device="cpu", progress=False)

@@ -115,6 +115,32 @@ def test_resume_equals_uninterrupted(phantom, tmp_path):
             assert torch.allclose(x, y, rtol=0, atol=1e-6), f"{k}.{name}"
 
 
+def test_extending_a_run_stretches_its_decay_and_trains_on(phantom, tmp_path):
+    """`--resume --steps` past a run's total: the decay that reached 0 at the old total moves to the new one."""
+    from safetensors.torch import load_file
+
+    from counterfeit.train import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    loop = dict(log_every=1, checkpoint_every=1, keep_checkpoints=10, sample_every=0, progress=False, tensorboard=False)
+    train(build(tiny(phantom, lr_decay_start=2, lr_decay_end=4)), LoopConfig(steps=4, **loop), run)
+    with pytest.warns(UserWarning, match="now ends at step 8"):
+        resume_run(run, steps=8, device="cpu", progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["config"]["lr_decay_start"], saved["config"]["lr_decay_end"], saved["loop"]["steps"]) == (4, 8, 8)
+    assert saved["total_changes"] == [{"at_step": 4, "steps_from": 4, "steps_to": 8}]
+    rows = (run / "metrics.csv").read_text().splitlines()
+    lr_column = rows[0].split(",").index("lr")
+    factors = [float(r.split(",")[lr_column]) / 2e-4 for r in rows[1:]]  # the rate after each step
+    # steps 1-4 decay over (2, 4]; steps 5-8 over (4, 8], not at the 0 the run had decayed to
+    assert factors == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.75, 0.5, 0.25, 0.0])
+    step = {c.step: c.path for c in ckpt.list_checkpoints(run)}
+    g4, g5 = load_file(str(step[4] / "G.safetensors")), load_file(str(step[5] / "G.safetensors"))
+    assert any(not g4[k].equal(g5[k]) for k in g4)  # step 5 trained at the full rate, not at 0
+    with pytest.raises(UserError, match="below the step the run has reached"):
+        resume_run(run, steps=6, device="cpu", progress=False)
+
+
 def test_depth_channel_is_an_input_of_g_and_d(phantom):
     assert PairedConfig().depth_channel is True  # the default, as for the CycleGAN
     from counterfeit.train.recipe import config_from_dict

@@ -54,6 +54,35 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(tmp_path):
     assert not list((run_dir / "checkpoints").glob(".step_*")), "temporary checkpoint folders were left behind"
 
 
+def test_sigterm_saves_a_checkpoint_to_resume_from(tmp_path):
+    """Job schedulers stop jobs with SIGTERM: the run saves the step it reached, as on Ctrl-C."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(WORKER), str(run_dir), "10000000", "8", "10000000"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run_dir / "metrics.csv").exists() and time.time() < deadline:  # training has started
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped: terminated" in out, err
+    saved = ckpt.latest_checkpoint(run_dir)
+    assert saved is not None and 0 < saved.step < 10000000
+
+
+def test_cli_exit_code_says_a_run_was_stopped_by_a_signal(tmp_path):
+    import typer
+
+    from counterfeit.cli.options import exit_if_signalled
+    from counterfeit.train.loop import TrainResult
+
+    exit_if_signalled(TrainResult(tmp_path, 5, 1.0, stopped_early="budget"))  # a budget is a normal end
+    for reason, code in (("interrupt", 130), ("terminated", 143)):
+        with pytest.raises(typer.Exit) as stopped:
+            exit_if_signalled(TrainResult(tmp_path, 5, 1.0, stopped_early=reason))
+        assert stopped.value.exit_code == code
+
+
 def test_unwritable_output_folder_is_a_clear_error_without_partial_files(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -104,3 +133,10 @@ def test_outputs_get_the_mode_of_any_new_file_not_mkstemps_0600(tmp_path):
     assert expected == 0o644
     for name in ("config.json", "sct.nii.gz", "w.bin"):
         assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+
+
+def test_cli_prints_user_warnings_as_one_line():
+    from counterfeit.cli import _format_warning
+
+    assert _format_warning(UserWarning("--holdout 100 capped"), UserWarning, "x.py", 3) == "warning: --holdout 100 capped\n"
+    assert "x.py:3" in _format_warning(DeprecationWarning("old"), DeprecationWarning, "x.py", 3)  # not for users

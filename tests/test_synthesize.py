@@ -149,3 +149,5 @@ def test_cli(run_dir, tmp_path):
     assert isinstance(bogus.exception, UserError) and "--weights" in str(bogus.exception)
     no_run = CliRunner().invoke(app, ["synthesize", "--model", str(tmp_path), "--input", str(src), "--output", str(tmp_path / "o.nii")])
     assert isinstance(no_run.exception, UserError) and "not a run directory" in str(no_run.exception)
+    a_file = CliRunner().invoke(app, ["train", "paired", "--resume", str(src)])  # a file, not a folder
+    assert isinstance(a_file.exception, UserError) and "not a run directory" in str(a_file.exception)

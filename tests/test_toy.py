@@ -151,6 +151,24 @@ def test_config_validation() -> None:
     assert ToyConfig(loss="wgan-gp").n_critic == 5 and ToyConfig(loss="hinge").n_critic == 1
 
 
+def test_extending_a_run_moves_its_decay(tmp_path) -> None:
+    from counterfeit.cli import app
+
+    out = tmp_path / "toy"
+    args = ["toy", "--dist", "ring8", "--out", str(out), "--frames", "1", "--g-hidden", "8", "--d-hidden", "8",
+            "--batch-size", "16", "--metrics-every", "4", "--log-every", "2", "--no-progress"]
+    assert CliRunner().invoke(app, [*args, "--steps", "4"]).exit_code == 0
+    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "8", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "steps 4 to 8" in res.output  # what this call did, not just the run's total
+    assert json.loads((out / "config.json").read_text())["config"]["decay_steps"] == 8
+    with open(out / "metrics.csv", newline="") as fh:
+        lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(fh)}
+    # decayed to lr_final (1 %) at step 4 of 4; after the extension the rate at step 6 of 8 is 25.75 %, not 1 %
+    assert lr[4] == pytest.approx(0.01 * lr[2] / (1 - 0.99 * 2 / 4))
+    assert lr[6] == pytest.approx(lr[2] / (1 - 0.99 * 2 / 4) * (1 - 0.99 * 6 / 8))
+
+
 def test_gradient_penalty_is_per_pack() -> None:
     class LinearPackCritic(torch.nn.Module):  # exactly 1-Lipschitz in each packed input: no penalty is due
         pac = 2

@@ -6,6 +6,7 @@ Heavy imports (torch, SimpleITK) happen inside command bodies so that `--help` i
 from __future__ import annotations
 
 import sys
+import warnings
 
 from counterfeit.cli.app import app
 
@@ -25,9 +26,21 @@ from counterfeit.errors import UserError  # noqa: E402
 
 
 def main() -> None:
-    """Entry point: user errors print one clear line, not a traceback."""
+    """Entry point: user errors print one clear line, not a traceback; so do the toolkit's warnings."""
+    warnings.formatwarning = _format_warning
     try:
         app()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """`warning: <message>` for the warnings meant for users (UserWarning); Python's format for the rest."""
+    if issubclass(category, UserWarning):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)

@@ -70,10 +70,32 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
                           sample_every=sample_every, checkpoint_every=checkpoint_every, progress=not no_progress,
                           compile=compile, keep_best=keep_best)
         result = train(recipe, loop, out, overwrite=overwrite)
-    note = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
-    console.print(f"[bold]{recipe_name}[/]: {result.steps_done} steps in {result.seconds:.1f} s{note}; "
-                  f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
-    console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+    from counterfeit.train.distributed import is_main_process
+
+    if is_main_process():  # under torchrun, one summary
+        console.print(f"[bold]{recipe_name}[/]: {describe_steps(result)} in {result.seconds:.1f} s; "
+                      f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
+        console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+    exit_if_signalled(result)
+
+
+def describe_steps(result: Any) -> str:
+    """"N steps", "steps A to B" for a resumed run, and why it stopped early."""
+    done = result.steps_done - result.first_step
+    steps = f"steps {result.first_step} to {result.steps_done}" if result.first_step else f"{done} steps"
+    return steps + (f" (stopped early: {result.stopped_early})" if result.stopped_early else "")
+
+
+SIGNAL_EXIT_CODES = {"interrupt": 130, "terminated": 143}  # the shell's 128 + SIGINT / SIGTERM
+
+
+def exit_if_signalled(result: Any) -> None:
+    """A run stopped by Ctrl-C or SIGTERM saved a checkpoint, but did not finish: say so in the exit code, so that
+    a script does not go on to use an unfinished model."""
+    code = SIGNAL_EXIT_CODES.get(result.stopped_early)
+    if code is not None:
+        typer.echo(f"stopped by a signal at step {result.steps_done}; continue with --resume {result.run_dir}", err=True)
+        raise typer.Exit(code)
 
 
 def check_resume_or_overwrite(resume: Path | None, overwrite: bool) -> None:

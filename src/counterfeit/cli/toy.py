@@ -18,6 +18,8 @@ from counterfeit.cli.options import (
     Out,
     Resume,
     check_resume_kind,
+    describe_steps,
+    exit_if_signalled,
     check_resume_or_overwrite,
     warn_options_ignored_on_resume,
     steps_option,
@@ -85,16 +87,16 @@ def toy(
         summary = finish_toy_run(recipe, run_dir, result.steps_done, result.seconds)
     finally:
         torch.set_num_threads(previous_threads)  # callers in the same process (tests) keep their setting
-    note = f" (stopped early: {result.stopped_early})" if result.stopped_early else ""
     verdict = "" if summary["target_met"] is None else ("  target met" if summary["target_met"] else "  target NOT met")
     console.print(
-        f"[bold]toy {summary['dist']}[/] ({summary['loss']}): {result.steps_done} steps in {result.seconds:.1f} s{note}; "
+        f"[bold]toy {summary['dist']}[/] ({summary['loss']}): {describe_steps(result)} in {result.seconds:.1f} s; "
         f"modes {summary['modes_covered']}/{summary['n_modes']}, high quality {100 * summary['high_quality']:.1f} %, "
         f"JS {summary['js']:.3f} (real vs real {summary['js_real_vs_real']:.3f}){verdict}"
     )
     console.print(f"samples per mode: {summary['per_mode_counts']}")
     written = [name for name in TOY_OUTPUTS if (run_dir / name.rstrip("/")).exists()]
     console.print(f"results in {run_dir}/ ({', '.join(written)})")
+    exit_if_signalled(result)
 
 
 TOY_OUTPUTS = ("samples.npy", "summary.json", "metrics.csv", "loss.png", "training.gif", "samples/")

@@ -221,13 +221,15 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
 
 def latest_checkpoint(run_dir: Path) -> CheckpointInfo | None:
     """The newest checkpoint that verifies; damaged newer ones are reported and skipped."""
-    for info in reversed(list_checkpoints(run_dir)):
+    checkpoints = list_checkpoints(run_dir)
+    for i in range(len(checkpoints) - 1, -1, -1):
         try:
-            verify_checkpoint(info.path)
+            verify_checkpoint(checkpoints[i].path)
         except CheckpointError as err:
-            warnings.warn(f"{err}; falling back to the previous checkpoint", stacklevel=2)
+            then = f"trying {checkpoints[i - 1].path.name}" if i else "no older checkpoint to use"
+            warnings.warn(f"{err}; skipped it, {then}", stacklevel=2)
             continue
-        return info
+        return checkpoints[i]
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,6 +29,11 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a single process (readable before the process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
@@ -84,6 +90,16 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device | str = "cpu") -
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_to_main(obj: Any, ctx: DistContext) -> list[Any]:
+    """Ranks 1..N-1's `obj` (picklable, tensors on the CPU), in rank order, on rank 0; [] on the others and in
+    a single process."""
+    if ctx.world == 1:
+        return []
+    gathered: list[Any] | None = [None] * ctx.world if ctx.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered[1:] if gathered is not None else []
 
 
 def barrier(ctx: DistContext) -> None:

@@ -6,7 +6,7 @@
         schedulers.step()
         log / evaluate / draw samples / checkpoint at their intervals
         (keep_best: also checkpoint whenever the validation MAE reaches a new low, and never prune that one)
-        stop early on a wall-clock budget or Ctrl-C (after saving a checkpoint)
+        stop early on a wall-clock budget, Ctrl-C or SIGTERM (after saving a checkpoint)
 
 Everything a run writes lands in its run directory:
 config.json, metrics.csv, tensorboard/, samples/, loss.png, checkpoints/.
@@ -42,7 +42,9 @@ from counterfeit.train.distributed import (
     any_rank,
     barrier,
     broadcast_module,
+    gather_to_main,
     init_distributed,
+    is_main_process,
     sync_gradients_before_step,
 )
 from counterfeit.train.metrics_log import MetricsLog
@@ -91,9 +93,10 @@ class TrainResult:
     seconds: float
     last_losses: dict[str, float] = field(default_factory=dict)
     last_metrics: dict[str, float] = field(default_factory=dict)
-    stopped_early: str | None = None  # "budget" | "interrupt" | None
+    stopped_early: str | None = None  # "budget" | "interrupt" (Ctrl-C, SIGINT) | "terminated" (SIGTERM) | None
     data_wait_fraction: float = 0.0
     step_seconds: float = 0.0  # inside the steps (batch wait, train_step, schedulers): no logging, checkpoints, metrics
+    first_step: int = 0  # the step this call started from (> 0 when it resumed)
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
@@ -145,25 +148,39 @@ class _Prefetcher:
 
 
 class _InterruptFlag:
-    """First Ctrl-C asks the loop to save a checkpoint and stop; a second one aborts at once."""
+    """First Ctrl-C (SIGINT) or SIGTERM asks the loop to save a checkpoint and stop; a second one aborts at once.
+
+    SIGTERM is what job schedulers (Slurm's preemption, `docker stop`, `timeout`) send before they kill a job:
+    handled like Ctrl-C, the run can be resumed from the step it reached.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.raised = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def raised(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def reason(self) -> str:
+        return "terminated" if self.signum == signal.SIGTERM else "interrupt"
 
     def __enter__(self) -> "_InterruptFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.raised:
             raise KeyboardInterrupt
-        self.raised = True
+        self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def write_run_config(run_dir: Path, recipe: Recipe, loop: LoopConfig, ctx: DistContext) -> None:
@@ -183,7 +200,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
     except ValueError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
@@ -191,8 +208,12 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 def build_recipe_from_run(run_dir: Path, device: torch.device) -> tuple[Recipe, dict[str, Any]]:
     cfg = read_run_config(run_dir)
+    return _build_recipe(cfg, device), cfg
+
+
+def _build_recipe(cfg: dict[str, Any], device: torch.device) -> Recipe:
     cls = recipe_class(cfg["recipe"])
-    return cls(config_from_dict(cls.Config, cfg["config"]), device), cfg
+    return cls(config_from_dict(cls.Config, cfg["config"]), device)
 
 
 WEIGHTS = ("best", "latest")
@@ -218,14 +239,38 @@ def resume_run(run_dir: Path, *, steps: int | None = None, minutes: float | None
                device: str = "auto", progress: bool = True) -> TrainResult:
     """Continue a run from its newest good checkpoint with the configuration it was started with."""
     cfg = read_run_config(run_dir)
+    if steps is not None and steps != cfg["loop"]["steps"]:
+        cfg = _change_total(run_dir, cfg, steps)
     loop = config_from_dict(LoopConfig, cfg["loop"])
     seed_everything(loop.seed)  # same initial weights as the original run (they are overwritten anyway)
-    recipe, _ = build_recipe_from_run(run_dir, resolve_device(device))
-    if steps is not None:
-        loop.steps = steps
+    recipe = _build_recipe(cfg, resolve_device(device))
     loop.minutes = minutes
     loop.progress = progress
     return train(recipe, loop, run_dir, resume=True)
+
+
+def _change_total(run_dir: Path, cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The run's config with a new step total (`--resume --steps`), recorded in config.json.
+
+    A learning-rate schedule planned to end at the old total is stretched to the new one
+    (`Recipe.retotal_config`), so that an extended run does not go on at the rate of 0 it decayed to.
+    """
+    old = int(cfg["loop"]["steps"])
+    latest = ckpt.latest_checkpoint(run_dir)
+    done = latest.step if latest else 0
+    if steps < done:
+        raise UserError(f"{run_dir}: --steps {steps} is below the step the run has reached ({done}; its total is "
+                        f"{old}): give a total of at least {done}")
+    cls = recipe_class(cfg["recipe"])
+    recipe_config = cls.retotal_config(dict(cfg["config"]), old, steps)
+    if recipe_config != cfg["config"] and is_main_process():
+        warnings.warn(f"the learning-rate schedule, planned to end at step {old}, now ends at step {steps}; the "
+                      f"steps from {done} on follow it, the earlier ones followed the old one", stacklevel=3)
+    changes = [*cfg.get("total_changes", []), {"at_step": done, "steps_from": old, "steps_to": steps}]
+    cfg = {**cfg, "config": recipe_config, "loop": {**cfg["loop"], "steps": steps}, "total_changes": changes}
+    if is_main_process():  # a later resume without --steps finishes the new total, on the new schedule
+        atomic_write_text(Path(run_dir) / "config.json", json.dumps(cfg, indent=2) + "\n")
+    return cfg
 
 
 def _scalar(v: float | torch.Tensor) -> float:
@@ -266,8 +311,10 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
             opt.load_state_dict(state["optimizers"][name])
         for name, sched in recipe.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
-        recipe.load_extra_state(state.get("extra", {}))
-        ckpt.set_rng_state(state["rng"])
+            _set_scheduled_lr(sched)
+        own = _rank_state(state, ctx)
+        recipe.load_extra_state(own.get("extra", {}))
+        ckpt.set_rng_state(own["rng"])
         start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
 
     if ctx.world > 1:
@@ -282,13 +329,16 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     samples_dir = run_dir / "samples"
 
     def save(step: int, elapsed: float) -> None:
+        # Each rank's own image pool and RNG state: they differ between ranks (each sees its shard of the batch).
+        own = {"extra": recipe.extra_state(), "rng": ckpt.rng_state()}
+        other_ranks = gather_to_main(own, ctx)
         if ctx.is_main:
             state = {
                 "optimizers": {k: o.state_dict() for k, o in recipe.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in recipe.schedulers.items()},
-                "extra": recipe.extra_state(),
-                "rng": ckpt.rng_state(),
+                **own,
                 "elapsed": elapsed,
+                **({"other_ranks": other_ranks} if ctx.world > 1 else {}),
             }
             ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints,
                                  protect=best["step"] if best else None)
@@ -387,7 +437,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                 if checkpoint_now and saved_at != step:
                     save(step, elapsed_before + time.perf_counter() - t0)
                 if stop_now:
-                    stopped = "interrupt" if interrupt.raised else "budget"
+                    stopped = interrupt.reason if interrupt.raised else "budget"
                     break
     finally:
         if restore_forwards is not None:
@@ -404,7 +454,31 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         _plot_losses(run_dir)
     seconds = time.perf_counter() - t0
     return TrainResult(run_dir, step, seconds, last_losses, last_metrics, stopped, data_wait / max(seconds, 1e-9),
-                       step_seconds)
+                       step_seconds, start)
+
+
+def _set_scheduled_lr(sched: Any) -> None:
+    """The learning rate of the step a run resumes at, from the recipe's schedule. The optimiser's saved rate is the
+    old schedule's, which differs when the run's total changed (`Recipe.retotal_config`); otherwise this rewrites the
+    same value."""
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+
+
+def _rank_state(state: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+    """This rank's "extra" and "rng" from a checkpoint: rank 0's at the top level, the others' in "other_ranks".
+
+    A checkpoint written by another number of processes gives every rank rank 0's (the resumed run is then not
+    bitwise the one it would have been, but it trains correctly).
+    """
+    others = state.get("other_ranks", [])
+    if ctx.rank == 0 or len(others) != ctx.world - 1:
+        if ctx.is_main and len(others) != ctx.world - 1:
+            warnings.warn(f"checkpoint written by {len(others) + 1} process(es), resumed by {ctx.world}: every rank "
+                          "starts from rank 0's RNG state and image pools", stacklevel=3)
+        return state
+    return others[ctx.rank - 1]
 
 
 def _first_lr(recipe: Recipe) -> float:

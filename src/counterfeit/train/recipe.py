@@ -117,6 +117,13 @@ class Recipe(abc.ABC):
     def write_samples(self, step: int, out_dir: Path) -> None:
         """Write pictures of the current model (grids, figures) into `out_dir`."""
 
+    @classmethod
+    def retotal_config(cls, config: dict[str, Any], old_steps: int, new_steps: int) -> dict[str, Any]:
+        """The config (as in config.json) of a run whose step total changes from `old_steps` to `new_steps`
+        (`--resume --steps`). Recipes whose learning-rate schedule is planned to end at the total move it;
+        the default changes nothing."""
+        return config
+
     def extra_state(self) -> dict[str, Any]:
         """Training state beyond nets/optimisers/schedulers (e.g. an image pool), saved in checkpoints."""
         return {}

@@ -429,6 +429,15 @@ class MR2CTRecipe(Recipe):
     paired_data: ClassVar[bool] = False
     size_multiple: int = 4
 
+    @classmethod
+    def retotal_config(cls, config: dict[str, Any], old_steps: int, new_steps: int) -> dict[str, Any]:
+        """A decay that ends at the run's total (the CLI's and the demo's) ends at the new total, and starts at the
+        same fraction of it: an extended run does not go on at the learning rate of 0 it had decayed to."""
+        start, end = config["lr_decay_start"], config["lr_decay_end"]
+        if end != old_steps or end <= start:
+            return config
+        return {**config, "lr_decay_start": round(start * new_steps / old_steps), "lr_decay_end": new_steps}
+
     def setup_data(self) -> None:
         self.data = load_mr2ct_data(self.config, paired=self.paired_data)
         _warn_if_slices_are_smaller(self.config.image_size, self.data.mr)

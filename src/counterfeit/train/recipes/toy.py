@@ -22,6 +22,7 @@ the discriminator's output as contours, one PNG per `write_samples` call.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,6 +128,11 @@ class ToyDiscriminator(torch.nn.Module):
         return self.forward(x.repeat_interleave(self.pac, dim=0))
 
 
+def linear_factor(final: float, decay_steps: int, step: int) -> float:
+    """LR factor: 1 at step 0, linearly down to `final` at `decay_steps`, then constant."""
+    return 1.0 + (final - 1.0) * min(step, decay_steps) / decay_steps
+
+
 def packed_gradient_penalty(D: ToyDiscriminator, real: torch.Tensor, fake: torch.Tensor, weight: float) -> torch.Tensor:
     """WGAN-GP's penalty per critic input: one α and one gradient norm per pack of `D.pac` points, not per point
     (per point, a 1-Lipschitz critic of packs would be penalised: its packs' norms would be driven to √pac)."""
@@ -152,14 +158,19 @@ class ToyRecipe(Recipe):
             "G": torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas),
             "D": torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas),
         }
-        self.schedulers = {
-            k: torch.optim.lr_scheduler.LinearLR(opt, 1.0, config.lr_final, total_iters=config.decay_steps)
-            for k, opt in self.optimizers.items()
-        }
+        # Closed form, from the config (LambdaLR's state does not record a partial's bounds), so that a run whose
+        # total changes (`retotal_config`) follows the new decay from the step it resumes at.
+        factor = functools.partial(linear_factor, config.lr_final, config.decay_steps)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, factor) for k, opt in self.optimizers.items()}
         # Fixed evaluation set: the same latents and real reference points all along training.
         rng = np.random.default_rng(config.eval_seed)
         self.eval_z = torch.from_numpy(rng.standard_normal((config.eval_samples, config.z_dim)).astype(np.float32))
         self.eval_real = self.dist.sample(rng, config.eval_samples).numpy()
+
+    @classmethod
+    def retotal_config(cls, config: dict[str, Any], old_steps: int, new_steps: int) -> dict[str, Any]:
+        """The decay planned over the run's steps (the CLI's) spans the new total."""
+        return {**config, "decay_steps": max(new_steps, 1)} if config["decay_steps"] == max(old_steps, 1) else config
 
     # --- training -------------------------------------------------------------
     def sample_batch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
