@@ -217,6 +217,23 @@ def test_folder_data_holds_out_val_subjects_for_the_validation_mae(phantom, tmp_
     assert "--pred-name" not in str(err.value)
 
 
+def test_folder_data_is_sliced_axially_whatever_the_files_axis_order(phantom, tmp_path):
+    """One subject stored sagittally (and its CT too) trains on the same axial slices as when stored axially."""
+    import SimpleITK as sitk
+
+    mr_dir, ct_dir = _folders(phantom, tmp_path)
+    folders = dict(phantom=None, mr_dir=str(mr_dir), ct_dir=str(ct_dir), depth_channel=True)
+    axial = build(PairedConfig(**{**tiny(phantom).__dict__, **folders}))
+    for folder in (mr_dir, ct_dir):
+        path = folder / "sub-001.nii.gz"
+        sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(path)), "PSL"), str(path))
+    sagittal = build(PairedConfig(**{**tiny(phantom).__dict__, **folders}))
+    assert sitk.ReadImage(str(mr_dir / "sub-001.nii.gz")).GetSize()[2] == 32  # stored with left-right as axis 0
+    for name in ("mr", "ct", "mr_depth"):
+        for a, b in zip(getattr(axial.data, name), getattr(sagittal.data, name)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_cli_keep_best_on_folders_needs_val_subjects(phantom, tmp_path):
     from typer.testing import CliRunner
 

@@ -22,10 +22,13 @@ DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # rotated 90 degrees
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _mr(shape=(5, 26, 30), seed=0) -> Volume:
+def _mr(shape=(5, 26, 30), seed=0, direction=DIRECTION) -> Volume:
     rng = np.random.default_rng(seed)
     array = (rng.random(shape) * 500 + 20).astype(np.float32)
-    return Volume(array, spacing=(0.8, 0.9, 2.5), origin=(-10.0, 4.5, 33.0), direction=DIRECTION)
+    return Volume(array, spacing=(0.8, 0.9, 2.5), origin=(-10.0, 4.5, 33.0), direction=direction)
+
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # the layout synthesis slices in: axis 0 runs inferior->superior
 
 
 def _generator(in_channels=1, out_channels=1, seed=0) -> ResnetGenerator:
@@ -57,7 +60,7 @@ def test_geometry_shape_and_range_preserved():
 
 
 def test_equals_slice_by_slice_computation():
-    mr, gen = _mr(), _generator()
+    mr, gen = _mr(direction=AXIAL), _generator()
     sct = synthesize_volume(gen, mr, batch_size=2).array
     assert gen.training  # the caller's mode is restored
     unit = mr_to_unit(mr.array)
@@ -71,8 +74,27 @@ def test_equals_slice_by_slice_computation():
     assert np.allclose(synthesize_volume(gen, mr, batch_size=5).array, sct, atol=1e-3)
 
 
+def test_any_stored_axis_order_is_synthesised_from_axial_slices():
+    """A sagittal or rotated file of the same head gives the same synthetic CT, on its own grid."""
+    import SimpleITK as sitk
+
+    from counterfeit.data.volumes import axial_view
+
+    axial, gen = _mr(shape=(6, 12, 16), direction=AXIAL), _generator()
+    expected = synthesize_volume(gen, axial)
+    for code in ("PSL", "RAI", "ASL"):  # sagittal (axis 0 left-right), flipped axial, sagittal the other way
+        stored = Volume.from_sitk(sitk.DICOMOrient(axial.to_sitk(), code))
+        assert stored.shape != axial.shape or code == "RAI"
+        sct = synthesize_volume(gen, stored)
+        assert (sct.shape, sct.spacing, sct.origin, sct.direction) == (stored.shape, stored.spacing, stored.origin,
+                                                                       stored.direction)
+        view, _ = axial_view(sct)
+        np.testing.assert_array_equal(view.array, expected.array, err_msg=code)
+        np.testing.assert_allclose(view.origin, axial.origin, atol=1e-6)
+
+
 def test_context_3_uses_neighbours_and_middle_output():
-    mr = _mr()
+    mr = _mr(direction=AXIAL)
     gen = _generator(3, 3)
     spec = SynthesisSpec(gen, context=3)
     sct = synthesize_volume(spec, mr).array
@@ -121,6 +143,10 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
     assert into == tmp_path / "folder" / "sub-a.nii.gz" and into.is_file()
     with pytest.raises(UserError, match="needs a volume extension"):  # a new name without one is still refused
         synthesize_path(run_dir, src, tmp_path / "not_there", "cpu")
+    flat = tmp_path / "flat.nii.gz"
+    write_volume(_mr().with_array(np.full(_mr().shape, 7.0, np.float32)), flat)
+    with pytest.raises(UserError, match=r"flat\.nii\.gz: MR normalisation: the volume is constant"):
+        synthesize_path(run_dir, flat, tmp_path / "flat_sct.nii.gz", "cpu")
 
 
 def test_cli(run_dir, tmp_path):

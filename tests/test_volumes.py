@@ -197,6 +197,22 @@ def test_dicom_series_folder(tmp_path):
     assert list_volumes(tmp_path) == [tmp_path / "series"]
 
 
+def test_dicom_series_with_a_missing_slice_or_two_series_is_refused(tmp_path):
+    _write_ct_series(tmp_path / "gap", n=5)
+    (tmp_path / "gap" / "img003.dcm").unlink()  # a slice lost in transfer: 2.5, 5, 2.5 mm apart
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "gap", modality="ct")
+    _one_line(err, "gap", "not evenly spaced", "2.5 mm apart", "5 mm")
+    _write_ct_series(tmp_path / "two")  # two series of 4 slices (another series UID) in one folder
+    second = _write_ct_series(tmp_path / "other")
+    for path in (tmp_path / "other").iterdir():
+        path.rename(tmp_path / "two" / f"b_{path.name}")
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / "two", modality="ct")
+    _one_line(err, "two", "2 DICOM series", "a folder of its own")
+    assert second.shape[0] == 4
+
+
 def test_dicom_series_with_an_absurd_header_is_refused_before_allocation(tmp_path):
     # Rows and Columns claim 65535 x 65535 (4.3e9 voxels per slice, 34 GB for the series as int16);
     # the pixel data stays small. Without the header check ITK would try to allocate all of it.
@@ -230,6 +246,13 @@ def test_mask_reading_and_empty_mask(tmp_path):
     with pytest.raises(InputFileError) as err:
         read_volume(tmp_path / "blank.nii.gz", modality="mask")
     _one_line(err, "blank.nii.gz", "mask is empty")
+    # SynthRAD2023's rule, mask > 0: a background of -1 is outside, not inside
+    write_volume(Volume(np.where(labels > 0, 1.0, -1.0).astype(np.float32)), tmp_path / "signed.mha")
+    np.testing.assert_array_equal(read_volume(tmp_path / "signed.mha", modality="mask").array, labels > 0)
+    with_nan = np.where(labels > 0, 1.0, np.nan).astype(np.float32)
+    write_volume(Volume(with_nan), tmp_path / "nan_mask.mha")
+    with pytest.raises(InputFileError, match="NaN"):
+        read_volume(tmp_path / "nan_mask.mha", modality="mask")
 
 
 def test_non_finite_voxels_rejected(tmp_path):
@@ -255,6 +278,50 @@ def test_check_same_grid():
     with pytest.raises(InputFileError, match="spacing"):
         check_same_grid(mr, other_spacing)
     check_same_grid(mr, mr.with_array(mr.array * 2))  # same grid: no error
+    shifted = Volume(mr.array.copy(), mr.spacing, (mr.origin[0] + 25.0, *mr.origin[1:]), mr.direction)
+    with pytest.raises(InputFileError) as err:
+        check_same_grid(mr, shifted, ("mr.nii.gz", "ct.nii.gz"))
+    _one_line(err, "ct.nii.gz", "origin (12.5, 40, 7.25)", "mr.nii.gz")
+    flipped = Volume(mr.array.copy(), mr.spacing, mr.origin, tuple(-d for d in mr.direction))
+    with pytest.raises(InputFileError, match="direction"):
+        check_same_grid(mr, flipped)
+    # rounding in a header (well under a voxel) is the same grid
+    check_same_grid(mr, Volume(mr.array, mr.spacing, tuple(o + 1e-4 for o in mr.origin), mr.direction))
+
+
+@pytest.mark.parametrize("code", ["LPS", "PSL", "LSP", "RAI", "AIR", "SLA"])
+def test_axial_view_undoes_any_stored_axis_order(code):
+    import SimpleITK as sitk
+
+    from counterfeit.data.volumes import axial_view
+
+    axial = Volume(_volume().array, spacing=(0.8, 1.25, 3.0), origin=(-12.5, 40.0, 7.25))
+    stored = Volume.from_sitk(sitk.DICOMOrient(axial.to_sitk(), code))
+    view, back = axial_view(stored)
+    np.testing.assert_array_equal(view.array, axial.array)
+    np.testing.assert_allclose(view.spacing, axial.spacing)
+    np.testing.assert_allclose(view.origin, axial.origin, atol=1e-9)
+    np.testing.assert_allclose(view.direction, axial.direction, atol=1e-12)
+    np.testing.assert_array_equal(back(view.array), stored.array)
+    assert view.array.flags.c_contiguous
+
+
+def test_axial_view_of_an_oblique_volume_keeps_every_voxel_in_place():
+    import SimpleITK as sitk
+
+    from counterfeit.data.volumes import axial_view
+
+    a = np.deg2rad(20)
+    tilt = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    direction = tilt @ np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]])  # stored sagittally, and 20 degrees oblique
+    stored = Volume(_volume().array, (0.8, 1.25, 3.0), (1.0, 2.0, 3.0), tuple(direction.reshape(-1)))
+    view, back = axial_view(stored)
+    np.testing.assert_allclose(np.asarray(view.direction).reshape(3, 3), tilt, atol=1e-12)  # only the tilt is left
+    src, dst = stored.to_sitk(), view.to_sitk()
+    for index in [(0, 0, 0), (6, 5, 4), (3, 1, 2), (0, 5, 4)]:
+        moved = dst.TransformPhysicalPointToIndex(src.TransformIndexToPhysicalPoint(index))
+        assert src[index] == dst[moved]
+    np.testing.assert_array_equal(back(view.array), stored.array)
 
 
 def test_with_array_keeps_geometry_and_checks_shape():

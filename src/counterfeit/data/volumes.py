@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
     """Read a volume file or a DICOM series folder.
 
     modality: "ct" -> float32 Hounsfield units (DICOM/NIfTI rescale slope and intercept applied);
-    "mr" -> float32; "mask" -> uint8 0/1, must not be empty; None -> float32.
+    "mr" -> float32; "mask" -> uint8 0/1 (1 where the file's value is > 0), must not be empty; None -> float32.
     require_3d: reject 2D images (a single slice), which most of the toolkit cannot use.
     Headers are checked before anything is allocated: more than `volume_headers.MAX_VOXELS`
     voxels (2**31), non-positive sizes or fewer data bytes than promised raise InputFileError.
@@ -111,9 +111,11 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
     vol = Volume.from_sitk(img)
 
     if modality == "mask":
-        mask = (vol.array != 0).astype(np.uint8)
+        if not np.isfinite(vol.array).all():
+            raise InputFileError(path, "contains NaN or infinite voxel values")
+        mask = (vol.array > 0).astype(np.uint8)  # SynthRAD2023's rule: a voxel is inside where the mask is > 0
         if not mask.any():
-            raise InputFileError(path, "mask is empty (no non-zero voxel)")
+            raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
     array = vol.array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
@@ -145,13 +147,45 @@ def _read_dicom_series(folder: Path) -> "sitk.Image":
     if not series:
         raise InputFileError(folder, "folder holds no DICOM series (expected a DICOM series folder or a volume file)")
     # Exports often add a localiser or scout as an extra series: the largest one is the volume.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series), key=len)
+    candidates = sorted((reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series), key=len, reverse=True)
+    files = candidates[0]
+    if len(candidates) > 1 and len(candidates[1]) == len(files):
+        raise InputFileError(folder, f"holds {len(candidates)} DICOM series, {len(files)} slices in each of the largest "
+                                     "two: put each series in a folder of its own")
     check_dicom_series_header(folder, files)  # ITK allocates the series from its first header
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, to check the spacing between them
+    warn = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings: the check below says it in one
     try:
-        return reader.Execute()
+        img = reader.Execute()
     except RuntimeError as err:
         return _raise_unreadable(folder, err)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warn)
+    _check_even_slice_positions(folder, reader, img)
+    return img
+
+
+def _check_even_slice_positions(folder: Path, reader: "sitk.ImageSeriesReader", img: "sitk.Image") -> None:
+    """A missing or duplicated slice would make ITK stack the rest at one average spacing: the volume would no
+    longer lie where the scanner put it. Refuse series whose slices are not evenly spaced (to 1 %, 0.01 mm)."""
+    n = img.GetSize()[2] if img.GetDimension() == 3 else 1
+    if n < 3:
+        return
+    normal = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
+    try:
+        positions = [np.fromstring(reader.GetMetaData(i, "0020|0032").replace("\\", " "), sep=" ") for i in range(n)]
+    except RuntimeError:  # no Image Position (Patient) tags: nothing to check against
+        return
+    if any(p.shape != (3,) for p in positions):
+        return
+    gaps = np.diff([float(p @ normal) for p in positions])
+    step = float(np.median(gaps))
+    if step == 0 or not np.allclose(gaps, step, rtol=0.01, atol=0.01):
+        odd = sorted({round(float(g), 3) for g in gaps if not np.isclose(g, step, rtol=0.01, atol=0.01)})
+        raise InputFileError(folder, f"DICOM slices are not evenly spaced ({step:.4g} mm apart, but also "
+                                     f"{', '.join(f'{g:g}' for g in odd[:3])} mm: a missing or duplicated slice?)")
 
 
 def _raise_unreadable(path: Path, err: RuntimeError):
@@ -268,24 +302,67 @@ def _holds_dicom(folder: Path) -> bool:
     return False
 
 
-def check_same_grid(
-    a: Volume | np.ndarray,
-    b: Volume | np.ndarray,
-    names: Sequence[str] = ("MR", "CT"),
-    *,
-    check_spacing: bool = True,
-) -> None:
+def check_same_grid(a: Volume | np.ndarray, b: Volume | np.ndarray, names: Sequence[str] = ("MR", "CT")) -> None:
     """Raise `InputFileError` naming the second input if `a` and `b` are not on the same voxel grid.
 
-    Paired MR/CT must share a grid voxel for voxel; spacing is compared too when both are Volumes.
+    Paired MR/CT must share a grid voxel for voxel: shape, and for Volumes also spacing, origin (to a
+    hundredth of the smallest voxel side) and direction. A shifted or flipped grid of the right shape
+    would otherwise be compared voxel by voxel with the wrong anatomy.
     """
     hint = "paired volumes must share one voxel grid (resample first)"
     shape_a, shape_b = np.shape(_array(a)), np.shape(_array(b))
     if shape_a != shape_b:
         raise InputFileError(names[1], f"shape {_fmt(shape_b)} differs from {names[0]} shape {_fmt(shape_a)}; {hint}")
-    if check_spacing and isinstance(a, Volume) and isinstance(b, Volume):
-        if not np.allclose(a.spacing, b.spacing, rtol=1e-3, atol=1e-4):
-            raise InputFileError(names[1], f"spacing {_fmt(b.spacing)} differs from {names[0]} spacing {_fmt(a.spacing)}; {hint}")
+    if not (isinstance(a, Volume) and isinstance(b, Volume)):
+        return
+    for what, tolerance in (("spacing", dict(rtol=1e-3, atol=1e-4)),
+                            ("origin", dict(rtol=0.0, atol=0.01 * min(a.spacing))),
+                            ("direction", dict(rtol=0.0, atol=1e-4))):
+        va, vb = getattr(a, what), getattr(b, what)
+        if not np.allclose(va, vb, **tolerance):
+            raise InputFileError(names[1], f"{what} {_fmt_geometry(vb)} differs from {names[0]} {what} "
+                                           f"{_fmt_geometry(va)}; {hint}")
+
+
+def _fmt_geometry(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def axial_view(vol: Volume) -> tuple[Volume, Callable[[np.ndarray], np.ndarray]]:
+    """`vol` with its array axes permuted and flipped to the nearest axial layout, and the function that maps an
+    array in that layout back to `vol`'s.
+
+    In the axial layout the array's axes (z, y, x) run towards the patient's superior, posterior and left sides
+    (ITK's LPS with an identity direction, as most axial CT and MR are stored). The 2D networks see axis-0 slices,
+    so a sagittal or coronal acquisition is sliced axially too, as in training, not along its own first axis.
+    Pure permutations and flips: values and physical positions are unchanged (an oblique volume keeps its
+    obliquity, within 45 degrees of the nearest axis). An axial volume comes back as it is.
+    """
+    import itertools
+
+    d = np.asarray(vol.direction, dtype=np.float64).reshape(3, 3)  # column j: index axis j in physical space
+    # the physical axis of each index axis: the assignment of largest total |cosine| (robust at 45 degrees)
+    axis_of = max(itertools.permutations(range(3)), key=lambda p: sum(abs(d[p[j], j]) for j in range(3)))
+    signs = [1 if d[axis_of[j], j] >= 0 else -1 for j in range(3)]
+    if list(axis_of) == [0, 1, 2] and all(s > 0 for s in signs):
+        return vol, lambda array: array
+    source = {axis_of[j]: j for j in range(3)}  # physical axis k is read from index axis source[k]
+    perm = tuple(2 - source[2 - a] for a in range(3))  # numpy axis a holds ITK index axis 2 - a
+    flips = tuple(a for a in range(3) if signs[source[2 - a]] < 0)
+    size = vol.array.shape[::-1]  # ITK (x, y, z) order
+    corner = [size[j] - 1 if signs[j] < 0 else 0 for j in range(3)]  # the old index of the new first voxel
+    origin = np.asarray(vol.origin) + d @ (np.asarray(vol.spacing) * corner)
+    direction = np.stack([signs[source[k]] * d[:, source[k]] for k in range(3)], axis=1)
+    array = np.transpose(vol.array, perm)
+    axial = Volume(np.ascontiguousarray(np.flip(array, flips) if flips else array),  # torch takes no negative strides
+                   tuple(float(vol.spacing[source[k]]) for k in range(3)), tuple(float(o) for o in origin),
+                   tuple(float(v) for v in direction.reshape(-1)))
+    inverse = tuple(int(i) for i in np.argsort(perm))
+
+    def back(array: np.ndarray) -> np.ndarray:
+        return np.transpose(np.flip(array, flips) if flips else array, inverse)
+
+    return axial, back
 
 
 def _array(x: Volume | np.ndarray) -> np.ndarray:

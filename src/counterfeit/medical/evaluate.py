@@ -205,8 +205,8 @@ def evaluate_folders(
     """Per-subject metrics for every synthetic CT in `pred_dir`, sorted by subject.
 
     Subjects are matched by stem (or by sub-folder when the matching `*_name` is given,
-    see `find_subject_volumes`); the three volumes of a subject must share shape and
-    spacing. Every predicted subject needs a reference CT and a mask;
+    see `find_subject_volumes`); the three volumes of a subject must share one grid (shape,
+    spacing, origin, direction). Every predicted subject needs a reference CT and a mask;
     extra reference/mask subjects (e.g. training cases in a phantom root) are ignored.
     Rows are {"subject", "mae", "psnr", "ssim"}.
     """
@@ -229,7 +229,7 @@ def evaluate_folders(
         ct = read_volume(refs[subject], modality="ct")
         sct = read_volume(preds[subject], modality="ct")
         mask = read_volume(masks[subject], modality="mask")
-        # Voxel-wise metrics are only meaningful on one grid: same shape and spacing.
+        # Voxel-wise metrics are only meaningful on one grid (`check_same_grid`).
         check_same_grid(ct, sct, (str(refs[subject]), str(preds[subject])))
         check_same_grid(ct, mask, (str(refs[subject]), str(masks[subject])))
         try:

@@ -1,7 +1,7 @@
 """Whole-volume MR -> CT synthesis with a trained 2D (or 2.5D) generator.
 
-A volume goes through the generator slice by slice (along z, in batches, without gradients, in
-eval mode), normalised exactly as the model was trained (`mr_to_unit` with the percentiles
+A volume goes through the generator slice by slice (axial slices, whatever the order the file stores
+its axes in: `volumes.axial_view`; in batches, without gradients, in eval mode), normalised exactly as the model was trained (`mr_to_unit` with the percentiles
 recorded in the run's config). Slices are padded at their end to the size multiple the network
 needs and cropped back; the centre output channel is the slice's synthetic CT, mapped back to
 Hounsfield units with `unit_to_ct` and the training HU window. The result lies on the input's
@@ -94,13 +94,16 @@ def synthesize_volume(model: Any, mr: Volume, *, batch_size: int = 8) -> Volume:
     `model`: a trained MR->CT recipe (e.g. `load_run(run_dir)`), a `SynthesisSpec`, or a bare
     generator (then: context from its input channels, default normalisation and HU window).
     """
+    from counterfeit.data.volumes import axial_view
+
     spec = synthesis_spec(model)
     if mr.array.ndim != 3:
         raise ValueError(f"synthesize_volume expects a 3D volume, got shape {mr.array.shape}")
-    depth = depth_map(mr.array, "mr", mr.spacing) if spec.depth_channel else None
-    unit = predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, mr.array), depth), batch_size=batch_size)
+    axial, back = axial_view(mr)  # the networks were trained on axial slices
+    depth = depth_map(axial.array, "mr", axial.spacing) if spec.depth_channel else None
+    unit = predict_unit_slices(spec, input_slices(spec, normalise_mr(spec, axial.array), depth), batch_size=batch_size)
     hu = unit_to_ct(unit, tuple(spec.hu_window), spec.ct_scale, spec.asinh_width).astype(np.float32)
-    return mr.with_array(hu)
+    return mr.with_array(np.ascontiguousarray(back(hu)))
 
 
 def output_paths(input_path: Path, output_path: Path, *, input_name: str | None = None,
@@ -157,6 +160,7 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
     from counterfeit.data.volumes import read_volume, write_volume
+    from counterfeit.errors import InputFileError, UserError
 
     pairs = output_paths(Path(input_path), Path(output_path), input_name=input_name, suffix=suffix)
     if model is None:
@@ -165,7 +169,10 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     for src, dest in pairs:
         t0 = time.perf_counter()
         mr = read_volume(src, modality="mr")
-        sct = synthesize_volume(model, mr, batch_size=batch_size)
+        try:
+            sct = synthesize_volume(model, mr, batch_size=batch_size)
+        except UserError as err:  # e.g. a constant MR: name the file, as every input error does
+            raise InputFileError(src, str(err)) from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_volume(sct, dest, dtype="float32")
         results.append((dest, time.perf_counter() - t0))

@@ -337,7 +337,7 @@ def _depths(config: MR2CTConfig, mr: list[Any], ct: list[Any], *, paired: bool) 
 
 
 def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
-    from counterfeit.data.volumes import check_same_grid, read_volume
+    from counterfeit.data.volumes import axial_view, check_same_grid, read_volume
     from counterfeit.medical.evaluate import find_subject_volumes
 
     mr_paths = find_subject_volumes(config.mr_dir, name_options=None)
@@ -351,9 +351,13 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
         missing = sorted(set(mr_paths) - set(ct_paths))
         if missing:
             raise UserError(f"{config.ct_dir}: paired training needs a CT named like each MR; missing {', '.join(missing[:5])}")
-    mr_vols = {s: read_volume(p, modality="mr") for s, p in mr_paths.items()}
-    ct_vols = {s: read_volume(p, modality="ct") for s, p in ct_paths.items()}
-    masks = {s: read_volume(p, modality="mask") for s, p in mask_paths.items()}
+    def read_axial(path: Path, modality: str) -> Any:
+        """Axial slices whatever the file's axis order, as synthesis sees them (`volumes.axial_view`)."""
+        return axial_view(read_volume(path, modality=modality))[0]
+
+    mr_vols = {s: read_axial(p, "mr") for s, p in mr_paths.items()}
+    ct_vols = {s: read_axial(p, "ct") for s, p in ct_paths.items()}
+    masks = {s: read_axial(p, "mask") for s, p in mask_paths.items()}
     for s, m in masks.items():
         check_same_grid(mr_vols[s], m, (str(mr_paths[s]), str(mask_paths[s])))
     val_ids = _held_out_subjects(config, mr_vols, ct_vols, mr_paths, ct_paths)
