@@ -170,6 +170,17 @@ def test_cli(run_dir, tmp_path):
     from counterfeit.data.volumes import read_volume
 
     assert np.array_equal(read_volume(tmp_path / "latest.nii.gz").array, read_volume(tmp_path / "sct.nii.gz").array)
+    as_int = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--dtype", "int16",
+                                      "--output", str(tmp_path / "sct16.nii.gz"), "--device", "cpu"])
+    assert as_int.exit_code == 0, as_int.output
+    import SimpleITK as sitk
+
+    assert sitk.ReadImage(str(tmp_path / "sct16.nii.gz")).GetPixelID() == sitk.sitkInt16
+    np.testing.assert_array_equal(read_volume(tmp_path / "sct16.nii.gz").array,
+                                  np.rint(read_volume(tmp_path / "sct.nii.gz").array))
+    bad_type = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--dtype", "uint8",
+                                        "--output", str(tmp_path / "u8.nii.gz")])
+    assert isinstance(bad_type.exception, UserError) and "--dtype must be one of" in str(bad_type.exception)
     bogus = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--weights", "last",
                                      "--output", str(tmp_path / "x.nii.gz")])
     assert isinstance(bogus.exception, UserError) and "--weights" in str(bogus.exception)

@@ -15,6 +15,9 @@ import typer
 from counterfeit.cli.app import app, train_app  # noqa: F401
 
 
+SCT_DTYPES = ("float32", "int16")
+
+
 @app.command("synthesize")
 def synthesize(
     model: Annotated[Path, typer.Option("--model", help="Run directory of a trained model (cyclegan, paired or crn).")],
@@ -26,6 +29,7 @@ def synthesize(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
     weights: Annotated[str, typer.Option("--weights", help="MR -> CT runs: best (the checkpoint with the lowest validation MAE, when the run kept one with --keep-best) or latest.")] = "best",
+    dtype: Annotated[str, typer.Option("--dtype", help="MR -> CT runs: voxel type of the synthetic CT: float32 (HU as computed) | int16 (HU rounded to integers, as scanners store CT; half the size).")] = "float32",
 ) -> None:
     """Synthetic CT from MR with a cyclegan/paired run, or images from layouts with a crn run."""
     from counterfeit.errors import UserError
@@ -38,6 +42,8 @@ def synthesize(
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if weights not in WEIGHTS:
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if dtype not in SCT_DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(SCT_DTYPES)}, got {dtype!r}")
     if kind == "crn":
         if input_path is not None or not layout:
             raise UserError(f"{model} is a crn (layout -> image) run: give --layout L.png (and --output DIR), not --input")
@@ -57,7 +63,7 @@ def synthesize(
     if input_path is None:
         raise UserError(f"{model} is a {kind} (MR -> CT) run: give --input MR (file or folder)")
     results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix,
-                              batch_size=batch_size, weights=weights)
+                              batch_size=batch_size, weights=weights, dtype=dtype)
     for path, seconds in results:
         typer.echo(f"wrote {path} ({seconds:.2f} s)")
     mean = sum(s for _, s in results) / len(results)

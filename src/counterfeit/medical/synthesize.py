@@ -152,11 +152,12 @@ def _is_dicom_series(folder: Path) -> bool:
 
 def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike, output_path: str | os.PathLike,
                     device: str = "auto", *, input_name: str | None = None, suffix: str = ".nii.gz",
-                    batch_size: int = 8, model: Any = None, weights: str = "best") -> list[tuple[Path, float]]:
+                    batch_size: int = 8, model: Any = None, weights: str = "best",
+                    dtype: str = "float32") -> list[tuple[Path, float]]:
     """Synthesize CT for an MR file (-> file) or a folder of MR volumes (-> folder).
 
     Loads the run `model_dir`'s `weights` checkpoint (`load_mr2ct_run`; unless `model` is given), writes each
-    output atomically in the format its extension names (float32 HU), and returns
+    output atomically in the format its extension names (HU as `dtype`: float32, or int16 rounded), and returns
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
     from counterfeit.data.volumes import read_volume, write_volume
@@ -174,17 +175,18 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
         except UserError as err:  # e.g. a constant MR: name the file, as every input error does
             raise InputFileError(src, str(err)) from None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_volume(sct, dest, dtype="float32")
+        write_volume(sct, dest, dtype=dtype)
         results.append((dest, time.perf_counter() - t0))
     return results
 
 
-def load_mr2ct_run(model_dir: Path, device: str = "auto", weights: str = "best") -> Any:
+def load_mr2ct_run(model_dir: str | os.PathLike, device: str = "auto", weights: str = "best") -> Any:
     """A trained MR->CT recipe from its run directory; a clear error for other kinds of runs. `weights`: "best" (the
     checkpoint with the lowest validation MAE, when the run kept one) or "latest"."""
     from counterfeit.errors import UserError
     from counterfeit.train.loop import load_run, read_run_config
 
+    model_dir = Path(model_dir)
     kind = read_run_config(model_dir).get("recipe")
     if kind not in MR2CT_RECIPES:
         raise UserError(f"{model_dir}: a {kind!r} run cannot synthesize CT from MR (needs one of {', '.join(MR2CT_RECIPES)})")

@@ -219,11 +219,12 @@ def _build_recipe(cfg: dict[str, Any], device: torch.device) -> Recipe:
 WEIGHTS = ("best", "latest")
 
 
-def load_run(run_dir: Path, device: str | torch.device = "auto", weights: str = "best") -> Recipe:
+def load_run(run_dir: str | Path, device: str | torch.device = "auto", weights: str = "best") -> Recipe:
     """A trained recipe for inference, in eval mode: networks from the checkpoint with the lowest validation MAE
     when the run kept one (`keep_best`) and `weights` is "best", else from the newest good checkpoint."""
     if weights not in WEIGHTS:
         raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    run_dir = Path(run_dir)
     device = resolve_device(device) if isinstance(device, str) else device
     recipe, _ = build_recipe_from_run(run_dir, device)
     info = (ckpt.best_checkpoint(run_dir) if weights == "best" else None) or ckpt.latest_checkpoint(run_dir)
