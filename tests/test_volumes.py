@@ -255,13 +255,19 @@ def test_mask_reading_and_empty_mask(tmp_path):
         read_volume(tmp_path / "nan_mask.mha", modality="mask")
 
 
-def test_non_finite_voxels_rejected(tmp_path):
+@pytest.mark.parametrize("ext", [".mha", ".nii", ".nii.gz"])
+def test_non_finite_voxels_rejected(tmp_path, ext):
     vol = _volume()
     vol.array[2, 3, 4] = np.nan
-    write_volume(vol, tmp_path / "nan.mha")
-    with pytest.raises(InputFileError) as err:
-        read_volume(tmp_path / "nan.mha", modality="mr")
-    _one_line(err, "nan.mha", "NaN")
+    write_volume(vol, tmp_path / f"nan{ext}")  # ITK reads a NIfTI's NaN as 0: the file itself must be checked
+    for modality in ("mr", "ct", "mask"):
+        with pytest.raises(InputFileError) as err:
+            read_volume(tmp_path / f"nan{ext}", modality=modality)
+        _one_line(err, f"nan{ext}", "NaN")
+    vol.array[2, 3, 4] = np.inf
+    write_volume(vol, tmp_path / f"inf{ext}")
+    with pytest.raises(InputFileError, match="infinite"):
+        read_volume(tmp_path / f"inf{ext}", modality="ct")
 
 
 def test_unknown_modality():

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
+import numpy as np
+
 from counterfeit.errors import InputFileError
 
 # 2**31 voxels is 8 GiB as float32, four times a 512 x 512 x 2000 whole-body CT: no real
@@ -122,6 +124,55 @@ def _parse_nifti(header: bytes) -> tuple[tuple[int, ...], int, int] | None:
             dims = struct.unpack(endian + "8q", header[16:80])
             offset = struct.unpack(endian + "q", header[168:176])[0]
             return dims, bitpix, offset
+    return None
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64 voxels
+_SCAN_CHUNK = 1 << 24  # bytes per read while scanning for NaN
+
+
+def nifti_has_non_finite(path: Path) -> bool:
+    """True if a float NIfTI file stores NaN or infinite voxels.
+
+    ITK's NIfTI reader turns NaN into 0, so a volume read through SimpleITK cannot show them: a NaN in a reference
+    CT would be scored as water. This reads the data a second time (streamed, in chunks), only for float types.
+    """
+    compressed = path.name.lower().endswith(".gz")
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as fh:
+        header = fh.read(540)
+        found = _nifti_float_layout(header)
+        if found is None:
+            return False
+        dtype, offset = found
+        fh.seek(offset)
+        item = dtype.itemsize
+        rest = b""
+        while chunk := fh.read(_SCAN_CHUNK):
+            data, cut = rest + chunk, (len(rest) + len(chunk)) // item * item
+            rest = data[cut:]
+            if not np.isfinite(np.frombuffer(data[:cut], dtype=dtype)).all():
+                return True
+    return False
+
+
+def _nifti_float_layout(header: bytes) -> tuple[np.dtype, int] | None:
+    """(voxel dtype, data offset) of a NIfTI-1/2 header whose voxels are floats; None otherwise."""
+    if len(header) < 348:
+        return None
+    for endian in "<>":
+        sizeof_hdr = struct.unpack(endian + "i", header[:4])[0]
+        if sizeof_hdr == 348:
+            code = struct.unpack(endian + "h", header[70:72])[0]
+            offset = struct.unpack(endian + "f", header[108:112])[0]
+            offset = int(offset) if math.isfinite(offset) else 352
+        elif sizeof_hdr == 540 and len(header) >= 540:
+            code = struct.unpack(endian + "h", header[12:14])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+        else:
+            continue
+        kind = _NIFTI_FLOATS.get(code)
+        return (np.dtype(endian + kind), max(offset, sizeof_hdr)) if kind else None
     return None
 
 

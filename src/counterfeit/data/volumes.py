@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from counterfeit.atomic import atomic_path
-from counterfeit.data.volume_headers import check_dicom_series_header, check_volume_header
+from counterfeit.data.volume_headers import check_dicom_series_header, check_volume_header, nifti_has_non_finite
 from counterfeit.errors import InputFileError, UserError
 
 if TYPE_CHECKING:  # SimpleITK is imported lazily: it is slow to import.
@@ -111,16 +111,22 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
     vol = Volume.from_sitk(img)
 
     if modality == "mask":
-        if not np.isfinite(vol.array).all():
+        if not np.isfinite(vol.array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
             raise InputFileError(path, "contains NaN or infinite voxel values")
         mask = (vol.array > 0).astype(np.uint8)  # SynthRAD2023's rule: a voxel is inside where the mask is > 0
         if not mask.any():
             raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
     array = vol.array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
+    if not np.isfinite(array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
         raise InputFileError(path, "contains NaN or infinite voxel values")
     return vol.with_array(array)
+
+
+def _nifti_hides_non_finite(path: Path, dtype: np.dtype) -> bool:
+    """ITK reads a float NIfTI's NaN as 0: look in the file itself."""
+    return (np.issubdtype(dtype, np.floating) and path.is_file()
+            and path.name.lower().endswith((".nii", ".nii.gz")) and nifti_has_non_finite(path))
 
 
 def _read_file(path: Path) -> "sitk.Image":
