@@ -44,6 +44,17 @@ def test_round_trip_keeps_voxels_and_geometry(tmp_path, ext):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "temporary files left behind"
 
 
+def test_sheared_grid_is_kept_or_refused_never_changed(tmp_path):
+    tilt = np.deg2rad(15)  # a CT acquired with gantry tilt: slice axis not perpendicular to the rows
+    sheared = Volume(_volume().array, (0.8, 1.25, 3.0), (1.0, 2.0, 3.0),
+                     (1.0, 0.0, 0.0, 0.0, 1.0, np.sin(tilt), 0.0, 0.0, np.cos(tilt)))
+    back = read_volume(write_volume(sheared, tmp_path / "tilt.mha"))
+    np.testing.assert_allclose(back.direction, sheared.direction, atol=1e-9)
+    with pytest.raises(UserError, match="sheared grid.*write .mha"):
+        write_volume(sheared, tmp_path / "tilt.nii.gz")
+    assert not (tmp_path / "tilt.nii.gz").exists()
+
+
 def test_mhd_writes_raw_sidecar_named_in_header(tmp_path):
     write_volume(_volume(), tmp_path / "ct.mhd")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.mhd", "ct.raw"]

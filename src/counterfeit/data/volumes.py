@@ -227,6 +227,11 @@ def write_volume(vol: Volume, path: str | os.PathLike, *, dtype: str | None = No
     name = path.name.lower()
     if not name.endswith(WRITE_SUFFIXES):
         raise UserError(f"{path}: unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}")
+    d = np.asarray(vol.direction, dtype=np.float64).reshape(3, 3)
+    if name.endswith((".nii", ".nii.gz")) and not np.allclose(d.T @ d, np.eye(3), atol=1e-4):
+        # NIfTI stores a rotation: a sheared grid (e.g. CT with gantry tilt) would land elsewhere, silently
+        raise UserError(f"{path}: NIfTI cannot store this volume's sheared grid (direction axes not perpendicular); "
+                        "write .mha or .nrrd instead (synthesize: --suffix .mha)")
     img = Volume(_cast(vol.array, dtype), vol.spacing, vol.origin, vol.direction).to_sitk()
 
     import SimpleITK as sitk
