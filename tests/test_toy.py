@@ -169,6 +169,27 @@ def test_extending_a_run_moves_its_decay(tmp_path) -> None:
     assert lr[6] == pytest.approx(lr[2] / (1 - 0.99 * 2 / 4) * (1 - 0.99 * 6 / 8))
 
 
+def test_checkpoint_of_an_older_scheduler_is_a_clear_error(tmp_path) -> None:
+    """Before the toy's schedule became a LambdaLR its checkpoints held LinearLR state: one line, no traceback."""
+    import hashlib
+
+    from counterfeit.train import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    train(_recipe(), _loop(10), run)
+    info = ckpt.latest_checkpoint(run)
+    state = ckpt.read_state_file(info.path / "state.pt")
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    old = torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.01, total_iters=10).state_dict()
+    state["schedulers"] = {k: old for k in state["schedulers"]}
+    torch.save(state, info.path / "state.pt")
+    manifest = json.loads((info.path / "manifest.json").read_text())
+    manifest["files"]["state.pt"] = hashlib.sha256((info.path / "state.pt").read_bytes()).hexdigest()
+    (info.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="does not fit this version of the toy recipe"):
+        resume_run(run, steps=20, device="cpu", progress=False)
+
+
 def test_gradient_penalty_is_per_pack() -> None:
     class LinearPackCritic(torch.nn.Module):  # exactly 1-Lipschitz in each packed input: no penalty is due
         pac = 2

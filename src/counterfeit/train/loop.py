@@ -308,11 +308,15 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         if info is None:
             raise UserError(f"{run_dir}: nothing to resume (no usable checkpoint)")
         state = ckpt.load_checkpoint(info.path, recipe.nets, device)
-        for name, opt in recipe.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        for name, sched in recipe.schedulers.items():
-            sched.load_state_dict(state["schedulers"][name])
-            _set_scheduled_lr(sched)
+        try:
+            for name, opt in recipe.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            for name, sched in recipe.schedulers.items():
+                sched.load_state_dict(state["schedulers"][name])
+                _set_scheduled_lr(sched)
+        except (KeyError, ValueError) as err:  # e.g. the toy's scheduler before it became a LambdaLR
+            raise UserError(f"{info.path}: its optimiser or scheduler state does not fit this version of the "
+                            f"{recipe.name} recipe ({type(err).__name__}: {err}); start a new run") from None
         own = _rank_state(state, ctx)
         recipe.load_extra_state(own.get("extra", {}))
         ckpt.set_rng_state(own["rng"])
