@@ -130,3 +130,31 @@ def test_keep_best_keeps_the_lowest_validation_mae_checkpoint_across_resumes(opt
     train(recipe, LoopConfig(steps=2, progress=False, tensorboard=False), run, overwrite=True)
     assert ckpt.read_best(run) is None and ckpt.best_checkpoint(run) is None
     assert [c.step for c in ckpt.list_checkpoints(run)] == [2]
+
+
+def test_a_signal_stops_the_whole_budgeted_run(options, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM during any phase stops the run with a checkpoint; the next phase does not start (the demo
+    would otherwise go on to evaluate an unfinished model)."""
+    import os
+    import signal
+
+    from counterfeit.train.loop import RunStopped
+    from counterfeit.train.recipes.cyclegan import CycleGANRecipe
+
+    _plan(monkeypatch, 20)
+    step_once = CycleGANRecipe.train_step
+
+    def terminated_at_step_3(self, batch, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the loop: it finishes this step and saves
+        return step_once(self, batch, step)
+
+    monkeypatch.setattr(CycleGANRecipe, "train_step", terminated_at_step_3)
+    with pytest.raises(RunStopped, match="stopped by a signal") as stopped:
+        budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False)
+    assert stopped.value.exit_code == 143
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path / "run")][-1] == 4
+    import pickle
+
+    again = pickle.loads(pickle.dumps(stopped.value))  # from the demo's worker processes, with its exit code
+    assert again.exit_code == 143 and str(again) == str(stopped.value)

@@ -140,3 +140,17 @@ def test_cli_prints_user_warnings_as_one_line():
 
     assert _format_warning(UserWarning("--holdout 100 capped"), UserWarning, "x.py", 3) == "warning: --holdout 100 capped\n"
     assert "x.py:3" in _format_warning(DeprecationWarning("old"), DeprecationWarning, "x.py", 3)  # not for users
+
+
+def test_sigterm_outside_training_exits_143_in_one_line(tmp_path):
+    """SIGTERM while the CLI reads or writes data (here: rendering a phantom) ends it cleanly with the shell's code."""
+    proc = subprocess.Popen([sys.executable, "-m", "counterfeit", "phantom", "--out", str(tmp_path / "ph"),
+                             "--subjects", "200", "--workers", "1"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("ph/sub-*")) and time.time() < deadline:  # it has started writing
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "error: terminated (SIGTERM)" in err and "Traceback" not in err, err

@@ -169,25 +169,41 @@ def test_extending_a_run_moves_its_decay(tmp_path) -> None:
     assert lr[6] == pytest.approx(lr[2] / (1 - 0.99 * 2 / 4) * (1 - 0.99 * 6 / 8))
 
 
-def test_checkpoint_of_an_older_scheduler_is_a_clear_error(tmp_path) -> None:
-    """Before the toy's schedule became a LambdaLR its checkpoints held LinearLR state: one line, no traceback."""
+def test_checkpoint_of_the_older_linear_scheduler_resumes(tmp_path) -> None:
+    """Before the toy's schedule became a LambdaLR (same closed form) its checkpoints held LinearLR state."""
     import hashlib
+    import shutil
 
     from counterfeit.train import checkpoint as ckpt
 
-    run = tmp_path / "run"
-    train(_recipe(), _loop(10), run)
-    info = ckpt.latest_checkpoint(run)
-    state = ckpt.read_state_file(info.path / "state.pt")
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
-    old = torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.01, total_iters=10).state_dict()
-    state["schedulers"] = {k: old for k in state["schedulers"]}
-    torch.save(state, info.path / "state.pt")
-    manifest = json.loads((info.path / "manifest.json").read_text())
-    manifest["files"]["state.pt"] = hashlib.sha256((info.path / "state.pt").read_bytes()).hexdigest()
-    (info.path / "manifest.json").write_text(json.dumps(manifest))
+    def rewrite_state(run, change) -> None:
+        info = ckpt.latest_checkpoint(run)
+        state = ckpt.read_state_file(info.path / "state.pt")
+        change(state)
+        torch.save(state, info.path / "state.pt")
+        manifest = json.loads((info.path / "manifest.json").read_text())
+        manifest["files"]["state.pt"] = hashlib.sha256((info.path / "state.pt").read_bytes()).hexdigest()
+        (info.path / "manifest.json").write_text(json.dumps(manifest))
+
+    def as_linear_lr(state) -> None:
+        for name, saved in state["schedulers"].items():
+            opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=saved["base_lrs"][0])
+            old = torch.optim.lr_scheduler.LinearLR(opt, 1.0, TINY.get("lr_final", 0.01), total_iters=10**6)
+            state["schedulers"][name] = {**old.state_dict(), "last_epoch": saved["last_epoch"],
+                                         "base_lrs": saved["base_lrs"]}
+
+    train(_recipe(), _loop(10), tmp_path / "now")
+    shutil.copytree(tmp_path / "now", tmp_path / "old")
+    rewrite_state(tmp_path / "old", as_linear_lr)
+    for run in ("now", "old"):
+        resume_run(tmp_path / run, steps=20, device="cpu", progress=False)
+    a, b = (_recipe_from(tmp_path / run).nets["G"].state_dict() for run in ("now", "old"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # state that does not fit at all is one line, not a traceback
+    rewrite_state(tmp_path / "old", lambda state: state["optimizers"]["G"]["param_groups"].append({}))
     with pytest.raises(UserError, match="does not fit this version of the toy recipe"):
-        resume_run(run, steps=20, device="cpu", progress=False)
+        resume_run(tmp_path / "old", steps=30, device="cpu", progress=False)
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["loop"]["steps"] == 20  # the failure changed nothing
 
 
 def test_gradient_penalty_is_per_pack() -> None:

@@ -271,14 +271,18 @@ def test_non_finite_voxels_rejected(tmp_path, ext):
     vol = _volume()
     vol.array[2, 3, 4] = np.nan
     write_volume(vol, tmp_path / f"nan{ext}")  # ITK reads a NIfTI's NaN as 0: the file itself must be checked
-    for modality in ("mr", "ct", "mask"):
+    for modality in ("ct", "mask", None):
         with pytest.raises(InputFileError) as err:
             read_volume(tmp_path / f"nan{ext}", modality=modality)
         _one_line(err, f"nan{ext}", "NaN")
+    # an MR's NaN is a masked background (FSL, SPM): read as 0
+    mr = read_volume(tmp_path / f"nan{ext}", modality="mr")
+    assert mr.array[2, 3, 4] == 0 and np.isfinite(mr.array).all()
     vol.array[2, 3, 4] = np.inf
     write_volume(vol, tmp_path / f"inf{ext}")
-    with pytest.raises(InputFileError, match="infinite"):
-        read_volume(tmp_path / f"inf{ext}", modality="ct")
+    for modality in ("ct", "mr") if ext == ".mha" else ("ct",):  # an MR NIfTI is not scanned: ITK reads inf as 0
+        with pytest.raises(InputFileError, match="infinite"):
+            read_volume(tmp_path / f"inf{ext}", modality=modality)
 
 
 def test_unknown_modality():

@@ -3,7 +3,8 @@
 Usage: python dist_regression.py RUN_DIR STEPS GLOBAL_BATCH [CHECKPOINT_EVERY [HIDDEN [keep-best] [replay]]]
 An existing run directory with a checkpoint is resumed instead of started again. With `keep-best` the loop evaluates
 every 2 steps a made-up validation MAE, |step - 7|, and keeps its lowest checkpoint (step 6). With `replay` each step
-also fits the previous step's batch shard, kept per rank like a CycleGAN's image pool (state that differs by rank).
+also fits the previous step's batch shard, kept per rank like a CycleGAN's image pool, with a weight drawn from the
+rank's torch RNG (state and RNG streams that differ by rank).
 Prints how the run stopped ("stopped: None", "stopped: terminated", ...).
 """
 
@@ -53,7 +54,11 @@ class TwoLayerRegression(Recipe):
         loss = ((self.nets["net"](x) - y) ** 2).mean()
         if self.config.replay:
             if self.previous is not None:
-                loss = loss + ((self.nets["net"](self.previous[0]) - self.previous[1]) ** 2).mean()
+                # weighted by a draw from this rank's torch RNG, after a number of draws that depends on its shard:
+                # the ranks' RNG states drift apart, as a recipe's might (so a resume must restore each rank's own)
+                draws = int(self.previous[0].abs().sum().item() * 10) % 3 + 1
+                weight = torch.rand(draws)[-1]
+                loss = loss + weight * ((self.nets["net"](self.previous[0]) - self.previous[1]) ** 2).mean()
             self.previous = (x.clone(), y.clone())
         self.optimizers["net"].zero_grad()
         loss.backward()

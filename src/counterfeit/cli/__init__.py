@@ -5,6 +5,7 @@ Heavy imports (torch, SimpleITK) happen inside command bodies so that `--help` i
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 
@@ -28,11 +29,12 @@ from counterfeit.errors import UserError  # noqa: E402
 def main() -> None:
     """Entry point: user errors print one clear line, not a traceback; so do the toolkit's warnings."""
     warnings.formatwarning = _format_warning
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # training replaces this with its own: checkpoint, then stop
     try:
         app()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))  # 130/143 for a run stopped by a signal (`RunStopped`)
 
 
 _python_format_warning = warnings.formatwarning
@@ -44,3 +46,10 @@ def _format_warning(message: Warning | str, category: type[Warning], filename: s
     if issubclass(category, UserWarning):
         return f"warning: {message}\n"
     return _python_format_warning(message, category, filename, lineno, line)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM outside training (reading data, evaluating, between a budget's phases): exit at once with the
+    shell's code for it, running `finally` blocks (temporary files are removed), without a traceback."""
+    print("error: terminated (SIGTERM)", file=sys.stderr)
+    raise SystemExit(128 + signum)

@@ -86,15 +86,17 @@ def describe_steps(result: Any) -> str:
     return steps + (f" (stopped early: {result.stopped_early})" if result.stopped_early else "")
 
 
-SIGNAL_EXIT_CODES = {"interrupt": 130, "terminated": 143}  # the shell's 128 + SIGINT / SIGTERM
-
-
 def exit_if_signalled(result: Any) -> None:
     """A run stopped by Ctrl-C or SIGTERM saved a checkpoint, but did not finish: say so in the exit code, so that
     a script does not go on to use an unfinished model."""
+    from counterfeit.train.distributed import is_main_process
+    from counterfeit.train.loop import SIGNAL_EXIT_CODES
+
     code = SIGNAL_EXIT_CODES.get(result.stopped_early)
     if code is not None:
-        typer.echo(f"stopped by a signal at step {result.steps_done}; continue with --resume {result.run_dir}", err=True)
+        if is_main_process():
+            typer.echo(f"stopped by a signal at step {result.steps_done}; continue with --resume {result.run_dir}",
+                       err=True)
         raise typer.Exit(code)
 
 

@@ -82,7 +82,7 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
     """Read a volume file or a DICOM series folder.
 
     modality: "ct" -> float32 Hounsfield units (DICOM/NIfTI rescale slope and intercept applied);
-    "mr" -> float32; "mask" -> uint8 0/1 (1 where the file's value is > 0), must not be empty; None -> float32.
+    "mr" -> float32, NaN read as 0 (a masked background); "mask" -> uint8 0/1 (1 where the file's value is > 0), must not be empty; None -> float32.
     require_3d: reject 2D images (a single slice), which most of the toolkit cannot use.
     Headers are checked before anything is allocated: more than `volume_headers.MAX_VOXELS`
     voxels (2**31), non-positive sizes or fewer data bytes than promised raise InputFileError.
@@ -118,9 +118,26 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
             raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
     array = vol.array.astype(np.float32, copy=False)
+    if modality == "mr":
+        return vol.with_array(_mr_without_nan(path, array))
     if not np.isfinite(array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
         raise InputFileError(path, "contains NaN or infinite voxel values")
     return vol.with_array(array)
+
+
+def _mr_without_nan(path: Path, array: np.ndarray) -> np.ndarray:
+    """MR with NaN read as 0: skull-stripping and registration tools often write NaN as the masked background.
+    Infinite values are refused. (ITK's NIfTI reader already reads both as 0; MR NIfTI files are not scanned for
+    them, as CT and masks are, since a zero there is harmless background.)"""
+    nan = np.isnan(array)
+    if np.isinf(array).any():
+        raise InputFileError(path, "contains infinite voxel values")
+    if nan.any():
+        import warnings
+
+        warnings.warn(f"{path}: {int(nan.sum())} NaN voxels (a masked background?) read as 0", stacklevel=3)
+        array = np.where(nan, np.float32(0), array)
+    return array
 
 
 def _nifti_hides_non_finite(path: Path, dtype: np.dtype) -> bool:

@@ -53,7 +53,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     """
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.checkpoint import read_best
-    from counterfeit.train.loop import LoopConfig, train
+    from counterfeit.train.loop import LoopConfig, RunStopped, train
     from counterfeit.train.recipe import recipe_class
 
     if candidates < 1:
@@ -94,6 +94,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     for k in range(candidates):
         paths[seed + k] = fresh(run_dir if candidates == 1 else run_dir.with_name(f"{run_dir.name}.candidate{k}"))
         begun = train(build(seed + k, steps), loop_config(seed + k, start, steps, seconds / 60), paths[seed + k])
+        RunStopped.check(begun)  # Ctrl-C or SIGTERM: stop here, not in the next phase
         train_seconds, step_seconds = train_seconds + begun.seconds, step_seconds + begun.step_seconds
         start_steps += begun.steps_done
         if candidates > 1:
@@ -121,6 +122,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
         # `train --resume` later continues with the whole plan
         _record_plan(run_dir, recipe.config, replace(loop, steps=steps))
         result = train(recipe, loop, run_dir, resume=True)
+        RunStopped.check(result)
         train_seconds += result.seconds
         if result.steps_done > done:
             seconds_per_step = result.step_seconds / (result.steps_done - done)

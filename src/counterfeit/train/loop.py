@@ -55,6 +55,29 @@ class TrainingDiverged(UserError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
+SIGNAL_EXIT_CODES = {"interrupt": 130, "terminated": 143}  # TrainResult.stopped_early -> the shell's 128 + signal
+
+
+class RunStopped(UserError):
+    """A signal (Ctrl-C, SIGTERM) stopped a run that something else was to go on with (a budget's next phase, the
+    demo's evaluation): it saved a checkpoint, and what follows must not use the unfinished model."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple:  # picklable with its exit code (the demo trains in worker processes)
+        return RunStopped, (str(self), self.exit_code)
+
+    @classmethod
+    def check(cls, result: "TrainResult") -> None:
+        """Raise if `result` was stopped by a signal."""
+        code = SIGNAL_EXIT_CODES.get(result.stopped_early or "")
+        if code is not None:
+            raise cls(f"{result.run_dir}: stopped by a signal ({result.stopped_early}) at step {result.steps_done}, "
+                      "with a checkpoint", code)
+
+
 @dataclass
 class LoopConfig:
     """Options common to every recipe's training."""
@@ -240,18 +263,19 @@ def resume_run(run_dir: Path, *, steps: int | None = None, minutes: float | None
                device: str = "auto", progress: bool = True) -> TrainResult:
     """Continue a run from its newest good checkpoint with the configuration it was started with."""
     cfg = read_run_config(run_dir)
-    if steps is not None and steps != cfg["loop"]["steps"]:
+    changed = steps is not None and steps != cfg["loop"]["steps"]
+    if changed:
         cfg = _change_total(run_dir, cfg, steps)
     loop = config_from_dict(LoopConfig, cfg["loop"])
     seed_everything(loop.seed)  # same initial weights as the original run (they are overwritten anyway)
     recipe = _build_recipe(cfg, resolve_device(device))
     loop.minutes = minutes
     loop.progress = progress
-    return train(recipe, loop, run_dir, resume=True)
+    return train(recipe, loop, run_dir, resume=True, new_run_config=cfg if changed else None)
 
 
 def _change_total(run_dir: Path, cfg: dict[str, Any], steps: int) -> dict[str, Any]:
-    """The run's config with a new step total (`--resume --steps`), recorded in config.json.
+    """The run's config with a new step total (`--resume --steps`), for `train` to record in config.json.
 
     A learning-rate schedule planned to end at the old total is stretched to the new one
     (`Recipe.retotal_config`), so that an extended run does not go on at the rate of 0 it decayed to.
@@ -268,10 +292,7 @@ def _change_total(run_dir: Path, cfg: dict[str, Any], steps: int) -> dict[str, A
         warnings.warn(f"the learning-rate schedule, planned to end at step {old}, now ends at step {steps}; the "
                       f"steps from {done} on follow it, the earlier ones followed the old one", stacklevel=3)
     changes = [*cfg.get("total_changes", []), {"at_step": done, "steps_from": old, "steps_to": steps}]
-    cfg = {**cfg, "config": recipe_config, "loop": {**cfg["loop"], "steps": steps}, "total_changes": changes}
-    if is_main_process():  # a later resume without --steps finishes the new total, on the new schedule
-        atomic_write_text(Path(run_dir) / "config.json", json.dumps(cfg, indent=2) + "\n")
-    return cfg
+    return {**cfg, "config": recipe_config, "loop": {**cfg["loop"], "steps": steps}, "total_changes": changes}
 
 
 def _scalar(v: float | torch.Tensor) -> float:
@@ -279,8 +300,11 @@ def _scalar(v: float | torch.Tensor) -> float:
 
 
 def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool = False,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, new_run_config: dict[str, Any] | None = None) -> TrainResult:
     """Train `recipe` until `loop.steps` steps are done (or the budget / Ctrl-C stops it).
+
+    `new_run_config`: a resumed run's changed config.json (a new step total), written once its checkpoint has
+    loaded, so that a resume that fails changes nothing and a later one finishes the new total.
 
     A fresh run (`resume=False`) refuses a folder that already holds checkpoints unless `overwrite`,
     which deletes that run's outputs first: otherwise its old, later-numbered checkpoints would be
@@ -312,11 +336,13 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
             for name, opt in recipe.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
             for name, sched in recipe.schedulers.items():
-                sched.load_state_dict(state["schedulers"][name])
+                sched.load_state_dict(_scheduler_state(sched, state["schedulers"][name]))
                 _set_scheduled_lr(sched)
-        except (KeyError, ValueError) as err:  # e.g. the toy's scheduler before it became a LambdaLR
+        except (KeyError, ValueError) as err:
             raise UserError(f"{info.path}: its optimiser or scheduler state does not fit this version of the "
                             f"{recipe.name} recipe ({type(err).__name__}: {err}); start a new run") from None
+        if new_run_config is not None and ctx.is_main:
+            atomic_write_text(run_dir / "config.json", json.dumps(new_run_config, indent=2) + "\n")
         own = _rank_state(state, ctx)
         recipe.load_extra_state(own.get("extra", {}))
         ckpt.set_rng_state(own["rng"])
@@ -462,6 +488,14 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                        step_seconds, start)
 
 
+def _scheduler_state(sched: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved scheduler state that `sched` can load. The toy's LinearLR became a LambdaLR with the same closed form:
+    its state (step count, base rates) lacks only LambdaLR's `lr_lambdas`, which the recipe's config provides."""
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR) and "lr_lambdas" not in saved:
+        return {**saved, "lr_lambdas": [None] * len(sched.lr_lambdas)}
+    return saved
+
+
 def _set_scheduled_lr(sched: Any) -> None:
     """The learning rate of the step a run resumes at, from the recipe's schedule. The optimiser's saved rate is the
     old schedule's, which differs when the run's total changed (`Recipe.retotal_config`); otherwise this rewrites the
@@ -480,8 +514,9 @@ def _rank_state(state: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
     others = state.get("other_ranks", [])
     if ctx.rank == 0 or len(others) != ctx.world - 1:
         if ctx.is_main and len(others) != ctx.world - 1:
-            warnings.warn(f"checkpoint written by {len(others) + 1} process(es), resumed by {ctx.world}: every rank "
-                          "starts from rank 0's RNG state and image pools", stacklevel=3)
+            written = f"by {len(others) + 1} process(es)" if others or ctx.world == 1 else "without per-rank state"
+            warnings.warn(f"checkpoint written {written}, resumed by {ctx.world}: every rank starts from rank 0's RNG "
+                          "state and image pools", stacklevel=3)
         return state
     return others[ctx.rank - 1]
 
