@@ -9,9 +9,11 @@ definitions. Two trivial baselines show what "learned something" means here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,9 +159,17 @@ def _train_side_by_side(cfg: DemoConfig, root: Path, seconds: float, threads: in
     with ProcessPoolExecutor(len(MODELS), mp_context=get_context("spawn")) as pool:
         futures = {m: pool.submit(_train_worker, RECIPE_OF[m], _recipe_options(cfg, m, root), seconds, str(runs[m]),
                                   cfg.seed, threads, _candidates(cfg, m)) for m in MODELS}
-        if cfg.progress:
-            _show_progress(futures, runs, seconds)
-        info = {m: f.result() for m, f in futures.items()}
+        try:
+            if cfg.progress:
+                _show_progress(futures, runs, seconds)
+            info = {m: f.result() for m, f in futures.items()}
+        except SystemExit:
+            # SIGTERM sent to this process alone (`docker stop`, `timeout`): the workers checkpoint and stop too,
+            # instead of training out their budget while this one waits for them
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+            raise
     return runs, info
 
 
@@ -173,8 +183,16 @@ def _train_worker(recipe_name: str, options: dict[str, Any], seconds: float, run
     # run planned ~15 % too few steps and stopped early).
     torch.set_num_threads(threads)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    signal.signal(signal.SIGTERM, _stop_worker)  # between training phases; training installs its own handler
     return train_for_budget(recipe_name, options, seconds, Path(run_dir), seed=seed, device="cpu", progress=False,
                             candidates=candidates, keep_best=True)
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    from counterfeit.train.loop import RunStopped
+
+    raise RunStopped("a demo worker: terminated (SIGTERM) between training phases, with its last checkpoint",
+                     128 + signum)
 
 
 def _show_progress(futures: dict[str, Any], runs: dict[str, Path], seconds: float) -> None:

@@ -171,10 +171,11 @@ class _Prefetcher:
 
 
 class _InterruptFlag:
-    """First Ctrl-C (SIGINT) or SIGTERM asks the loop to save a checkpoint and stop; a second one aborts at once.
+    """First Ctrl-C (SIGINT) or SIGTERM asks the loop to save a checkpoint and stop; a second Ctrl-C aborts at once.
 
     SIGTERM is what job schedulers (Slurm's preemption, `docker stop`, `timeout`) send before they kill a job:
-    handled like Ctrl-C, the run can be resumed from the step it reached.
+    handled like Ctrl-C, the run can be resumed from the step it reached. A repeated SIGTERM changes nothing (a
+    process manager and the demo's own forwarding may both send one); only a person presses Ctrl-C twice.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -197,9 +198,10 @@ class _InterruptFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised:
+        if self.raised and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        if not self.raised:
+            self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
         for s, previous in self._previous.items():
