@@ -208,6 +208,22 @@ def test_dicom_series_folder(tmp_path):
     assert list_volumes(tmp_path) == [tmp_path / "series"]
 
 
+def test_dicom_series_with_a_rescale_slope_per_slice(tmp_path):
+    """Exports may give each slice its own RescaleSlope: a slope of 0.5 holds half-HU values, which must survive."""
+    expected = _write_ct_series(tmp_path / "series").astype(np.float32)
+    for path in sorted((tmp_path / "series").iterdir())[:2]:
+        ds = pydicom.dcmread(path)
+        k = int(ds.InstanceNumber) - 1
+        ds.RescaleSlope = 0.5
+        ds.RescaleIntercept = -1024
+        ds.PixelData = np.rint((expected[k] + 1024.5) / 0.5).astype(np.int16).tobytes()
+        expected[k] = np.rint((expected[k] + 1024.5) / 0.5) * 0.5 - 1024
+        ds.save_as(path)
+    vol = read_volume(tmp_path / "series", modality="ct")
+    np.testing.assert_array_equal(vol.array, expected)
+    assert (vol.array % 1 == 0.5).any()
+
+
 def test_dicom_series_with_a_missing_slice_or_two_series_is_refused(tmp_path):
     _write_ct_series(tmp_path / "gap", n=5)
     (tmp_path / "gap" / "img003.dcm").unlink()  # a slice lost in transfer: 2.5, 5, 2.5 mm apart

@@ -177,6 +177,9 @@ def _read_dicom_series(folder: Path) -> "sitk.Image":
                                      "two: put each series in a folder of its own")
     check_dicom_series_header(folder, files)  # ITK allocates the series from its first header
     reader.SetFileNames(files)
+    # float voxels: ITK applies each slice's own rescale slope/intercept; with the first slice's integer type a
+    # slope of 0.5 on later slices would be truncated to whole HU
+    reader.SetOutputPixelType(sitk.sitkFloat32)
     reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, to check the spacing between them
     warn = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings: the check below says it in one
