@@ -378,3 +378,23 @@ def test_list_volumes_sorted_and_filtered(tmp_path):
     assert [p.name for p in list_volumes(tmp_path)] == ["a.mha", "b.nii.gz", "c.nrrd"]
     with pytest.raises(InputFileError, match="folder not found"):
         list_volumes(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("ext", [".mha", ".nii.gz"])
+def test_4d_with_one_time_point_reads_as_3d_and_more_is_refused(tmp_path, ext):
+    import SimpleITK as sitk
+
+    one = np.random.default_rng(0).random((1, 4, 5, 6)).astype(np.float32)
+    img = sitk.GetImageFromArray(one, isVector=False)
+    img.SetSpacing((0.5, 0.6, 0.7, 1.0))
+    img.SetOrigin((1.0, 2.0, 3.0, 0.0))
+    sitk.WriteImage(img, str(tmp_path / f"t1{ext}"))
+    vol = read_volume(tmp_path / f"t1{ext}")
+    np.testing.assert_array_equal(vol.array, one[0])
+    np.testing.assert_allclose(vol.spacing, (0.5, 0.6, 0.7), rtol=1e-6)
+    np.testing.assert_allclose(vol.origin, (1.0, 2.0, 3.0))
+    two = sitk.GetImageFromArray(np.zeros((2, 4, 5, 6), np.float32), isVector=False)
+    sitk.WriteImage(two, str(tmp_path / f"t2{ext}"))
+    with pytest.raises(InputFileError) as err:
+        read_volume(tmp_path / f"t2{ext}")
+    _one_line(err, f"t2{ext}", "4D", "a 3D volume is expected")

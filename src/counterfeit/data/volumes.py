@@ -100,6 +100,9 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
         n = img.GetNumberOfComponentsPerPixel()
         raise InputFileError(path, f"has {n} values per voxel (colour or vector image); a scalar volume is expected")
     size = img.GetSize()
+    if img.GetDimension() == 4 and size[3] == 1:  # one time point (NIfTI readers drop it already; MetaImage's not)
+        img = img[:, :, :, 0]
+        size = img.GetSize()
     if img.GetDimension() > 3:
         raise InputFileError(path, f"is {img.GetDimension()}D (size {size}); a 3D volume is expected")
     if img.GetDimension() == 2:
