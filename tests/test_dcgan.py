@@ -157,3 +157,14 @@ def test_resume_equals_uninterrupted_and_sample_command(tmp_path):
                               "--steps", "4", "--out", str(strip), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert np.asarray(Image.open(strip)).shape == (2 * 34 + 2, 4 * 34 + 2)
+    base = ["sample", "--model", str(tmp_path / "full"), "--out", str(tmp_path / "x.png"), "--device", "cpu"]
+    for extra, message in ((["--interpolate", "--nrow", "2"], "--nrow is for grids"),
+                           (["--steps", "4"], "are for --interpolate"),
+                           (["--interpolate", "--method", "cubic"], "must be one of slerp, linear, got 'cubic'")):
+        bad = runner.invoke(app, [*base, *extra])
+        assert isinstance(bad.exception, UserError) and message in str(bad.exception), (extra, bad.output)
+    crn_like = tmp_path / "crn_run"
+    crn_like.mkdir()
+    (crn_like / "config.json").write_text(json.dumps({"recipe": "crn", "config": {}, "loop": {}}))
+    bad = runner.invoke(app, ["sample", "--model", str(crn_like), "--out", str(tmp_path / "y.png")])
+    assert isinstance(bad.exception, UserError) and "needs a dcgan run" in str(bad.exception)

@@ -86,6 +86,27 @@ def test_colour_layouts_map_through_palette_and_report_unknown_colours(tmp_path)
         read_layout(path)
 
 
+def test_palettised_layouts_read_ids_unless_their_colours_say_otherwise(tmp_path):
+    palette = parse_palette(CITYSCAPES_3)
+    labels = np.array([[0, 1, 2, 2], [2, 1, 0, 0]], dtype=np.uint8)
+
+    def p_png(name, indices, colours):
+        img = Image.fromarray(indices, mode="P")
+        img.putpalette([int(v) for c in colours for v in c])
+        img.save(tmp_path / name)
+        return tmp_path / name
+
+    # indices = ids, colours = the palette's: either reading agrees
+    assert np.array_equal(read_layout(p_png("same.png", labels, palette.colors), palette), labels)
+    # an editor's own index order (reversed), showing the palette's colours: the colours are the layout
+    reordered = p_png("reordered.png", 2 - labels, palette.colors[::-1])
+    with pytest.warns(UserWarning, match="reading the colours"):
+        assert np.array_equal(read_layout(reordered, palette), labels)
+    # colours that are not the palette's: the indices are the ids (a label map saved with some display palette)
+    grey = p_png("grey.png", labels, [(0, 0, 0), (100, 100, 100), (200, 200, 200)])
+    assert np.array_equal(read_layout(grey, palette), labels)
+
+
 def test_label_id_layouts_are_range_checked(tmp_path):
     path = _png(tmp_path / "ids.png", np.array([[0, 1], [4, 2]], dtype=np.uint8))
     assert np.array_equal(read_layout(path, num_classes=5), [[0, 1], [4, 2]])

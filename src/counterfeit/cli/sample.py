@@ -27,16 +27,21 @@ def sample(
     """Write a grid of generated images, or latent interpolation strips with --interpolate."""
     from counterfeit.data.images import save_image_grid
     from counterfeit.errors import UserError
-    from counterfeit.train.loop import load_run
+    from counterfeit.train.loop import load_run, read_run_config
 
     if n is not None and n < 1:
         raise UserError(f"--n must be >= 1, got {n}")
     if bit_depth not in (8, 16):
         raise UserError(f"--bit-depth must be 8 or 16, got {bit_depth}")
-    recipe = load_run(model, device)
-    if not hasattr(recipe, "generate"):
-        raise UserError(f"{model}: a {recipe.name!r} run has no unconditional generator; `sample` needs a dcgan run "
+    if interpolate and nrow is not None:
+        raise UserError("--nrow is for grids: with --interpolate each row is one interpolation of --steps images")
+    if not interpolate and (steps != 10 or method is not None):
+        raise UserError("--steps and --method are for --interpolate")
+    kind = read_run_config(model).get("recipe")
+    if kind != "dcgan":  # only a DCGAN draws images from noise alone
+        raise UserError(f"{model}: a {kind!r} run has no unconditional generator; `sample` needs a dcgan run "
                         "(use `counterfeit synthesize` for image-to-image models)")
+    recipe = load_run(model, device)
     if interpolate:
         rows = n or 8
         ends = recipe.latents(2 * rows, seed)
@@ -47,4 +52,4 @@ def sample(
         images = recipe.generate(recipe.latents(count, seed))
         columns = nrow or int(math.ceil(math.sqrt(count)))
     path = save_image_grid(images, out, nrow=columns, bit_depth=bit_depth)
-    typer.echo(f"wrote {len(images)} images to {path}")
+    typer.echo(f"wrote {len(images)} image{'s' if len(images) != 1 else ''} to {path}")

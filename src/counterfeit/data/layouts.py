@@ -2,7 +2,8 @@
 
 A layout is an integer label map (H, W), class ids 0 .. num_classes-1. On disk it is a PNG
 holding either the ids themselves (grayscale, 16-bit, or palettised "P" PNGs, whose pixel
-values are the ids) or colours (RGB) translated through a palette, Cityscapes-style.
+values are the ids) or colours (RGB) translated through a palette, Cityscapes-style. A "P" PNG
+whose colours are all the palette's but at other indices (an editor's own order) is read by colour.
 
 Palette JSON, any of:
 - the CRN code's dataset file: {"palette": [[128, 64, 128], [244, 35, 232], ...], "names": [...]}
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +190,8 @@ def _pillow_errors(path: Path, *, missing: str, unreadable: str) -> Iterator[Non
 def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_classes: int | None = None) -> np.ndarray:
     """A layout PNG -> (H, W) int64 class ids.
 
-    Grayscale / 16-bit / palettised PNGs hold ids; RGB PNGs need `palette`. Ids are checked
+    Grayscale / 16-bit / palettised PNGs hold ids (a palettised one showing `palette`'s colours at other
+    indices is read by colour, with a warning); RGB PNGs need `palette`. Ids are checked
     against `num_classes` (default: the palette's size, when given).
     """
     from PIL import Image
@@ -199,6 +202,10 @@ def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_cla
             check_image_size(path, *img.size)
             img.load()
             mode = img.mode
+            if mode == "P" and palette is not None and _palette_colours_disagree(img, palette):
+                warnings.warn(f"{path}: a palettised layout whose colours are the run's palette but whose indices "
+                              "are not its class ids: reading the colours", stacklevel=2)
+                mode = "RGB"
             if mode in ("RGB", "RGBA"):
                 if palette is None:
                     raise InputFileError(path, "colour layout (RGB) but no palette given (pass --palette FILE.json)")
@@ -215,6 +222,18 @@ def read_layout(path: str | os.PathLike, palette: Palette | None = None, num_cla
     if n is not None:
         check_label_range(labels, n, source=str(path))
     return labels
+
+
+def _palette_colours_disagree(img: Any, palette: Palette) -> bool:
+    """True for a "P" image whose used colours are all in `palette` but not at their class ids (an editor saved the
+    coloured layout with its own index order): its colours, not its indices, are what it shows."""
+    used = np.unique(np.asarray(img))
+    colours = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    if used.max(initial=0) >= len(colours):
+        return False
+    ids = {tuple(int(v) for v in colour): i for i, colour in enumerate(palette.colors)}
+    found = [ids.get(tuple(int(v) for v in colours[u])) for u in used]
+    return all(f is not None for f in found) and any(f != u for f, u in zip(found, used))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

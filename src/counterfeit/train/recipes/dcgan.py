@@ -102,7 +102,7 @@ class DCGANConfig:
         need(self.channels in (1, 3), f"--channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         need(self.loss in OBJECTIVES, f"--loss must be one of {', '.join(OBJECTIVES)}, got {self.loss!r}")
         need(self.critic_norm in ("batch", "layer", "none"), f"--critic-norm must be batch, layer or none, got {self.critic_norm!r}")
-        need(self.interpolation in INTERPOLATIONS, f"--interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        need(self.interpolation in INTERPOLATIONS, f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         need(self.scale in ("dtype", "minmax"), f"--scale must be dtype or minmax, got {self.scale!r}")
         need(self.fid_variant in ("fid", "torchvision"), f"--fid-variant must be fid or torchvision, got {self.fid_variant!r}")
         for name in ("z_dim", "ngf", "ndf", "n_critic", "batch_size", "grid_size", "interp_rows", "phantom_subjects"):
@@ -136,7 +136,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int, method: str = "slerp") -> torch.Tensor:
     """`steps` points from each row of z0 to the matching row of z1 (ends included): (B * steps, Z), row-major."""
     if method not in INTERPOLATIONS:
-        raise UserError(f"interpolation must be one of {INTERPOLATIONS}, got {method!r}")
+        raise UserError(f"interpolation (--method) must be one of {', '.join(INTERPOLATIONS)}, got {method!r}")
     if steps < 2:
         raise UserError(f"interpolation needs at least 2 steps, got {steps}")
     t = torch.linspace(0.0, 1.0, steps, dtype=z0.dtype)
