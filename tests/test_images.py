@@ -125,6 +125,20 @@ def test_folder_loads_every_image_sorted_and_recursive(tmp_path):
     np.testing.assert_allclose((x.mean(axis=(1, 2, 3)) + 1) / 2 * 255, [50, 150, 250], atol=1e-3)
 
 
+def test_colour_read_as_grayscale_is_named(tmp_path):
+    colour = np.zeros((16, 16, 3), np.uint8)
+    colour[..., 0] = 200  # red
+    Image.fromarray(colour).save(tmp_path / "red.png")
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "grey_rgb.png")  # RGB file, grey picture
+    with pytest.warns(UserWarning, match=r"1 of 2 images \(e.g. red.png\) are in colour .* --channels 3"):
+        load_image_folder(tmp_path, size=16, channels=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image_folder(tmp_path, size=16, channels=3).shape == (2, 3, 16, 16)
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(InputFileError, match="folder not found"):
         load_image_folder(tmp_path / "missing", 32)

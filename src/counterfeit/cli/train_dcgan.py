@@ -79,7 +79,8 @@ def train_dcgan(
 
         for folder in (images, phantom_dir):
             if folder is not None and not folder.is_dir():
-                raise InputFileError(folder, "folder not found")
+                raise InputFileError(folder, "not a folder (give a folder of images)" if folder.exists()
+                                     else "folder not found")
         if fid_weights is not None and not fid_weights.is_file():
             raise InputFileError(fid_weights, "Inception weights file not found (nothing is downloaded)")
         # Absolute paths: config.json stays valid for --resume and `sample` from any folder.

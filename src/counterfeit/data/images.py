@@ -222,17 +222,30 @@ def load_image_folder(folder: str | os.PathLike, size: int, channels: int = 1, s
     _check_options(channels, scale)
     files = list_image_files(folder)
     out = np.empty((len(files), channels, size, size), np.float32)
-    dark = []
+    dark, coloured = [], []
     for i, path in enumerate(files):
         raw = read_image_raw(path)
         if scale == "dtype" and _is_16bit(raw) and raw.max() < _DARK_16BIT:
             dark.append(path.name)
+        if channels == 1 and _has_colour(raw):
+            coloured.append(path.name)
         out[i] = center_crop_resize(to_channels(to_unit_range(raw, scale), channels), size) * 2.0 - 1.0
     if dark:
         warnings.warn(
             f"{len(dark)} of {len(files)} 16-bit images (e.g. {dark[0]}) use less than 1/16 of the 0..65535 range "
             "and will look dark; use scale 'minmax' to stretch each image", stacklevel=2)
+    if coloured:
+        warnings.warn(f"{len(coloured)} of {len(files)} images (e.g. {coloured[0]}) are in colour and are read as "
+                      "grayscale (1 channel); --channels 3 keeps their colour", stacklevel=2)
     return out
+
+
+def _has_colour(raw: np.ndarray) -> bool:
+    """An (H, W, 3/4) image whose colour channels differ somewhere (an RGB file of a grey picture has none)."""
+    if raw.ndim != 3 or raw.shape[2] < 3:
+        return False
+    rgb = raw[..., :3]
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 
 def _is_16bit(raw: np.ndarray) -> bool:
