@@ -370,7 +370,7 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
     lines = [
         f"Built-in phantom: {len(summary['test_subjects'])} held-out heads of {cfg.shape[2]}×{cfg.shape[1]}×{cfg.shape[0]} voxels "
         f"(`{summary['phantom']}`). Both models trained on the same training subjects for the same wall-clock budget "
-        f"on `{cfg.device}` ({_how_trained(summary['threads_per_model'])}): the unpaired CycleGAN drew MR and CT slices from different subjects; the paired baseline saw each "
+        f"on `{_device_used(cfg.device)}` ({_how_trained(summary['threads_per_model'])}): the unpaired CycleGAN drew MR and CT slices from different subjects; the paired baseline saw each "
         "subject's MR with its slightly misaligned CT. Metrics: SynthRAD2023 definitions inside the body mask "
         "(MAE in HU; PSNR over [−1024, 3000] HU with range 4024; SSIM). Mean ± SD uses the sample SD.",
         "",
@@ -397,7 +397,7 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
     beat = ", ".join(f"{m}: {means[m]['mae']['mean']:.1f} HU" for m in rows)
     sections = [
         ReportSection("Setup", "\n".join(lines)),
-        ReportSection("Results (the seed's table layout)", table + "\n\nMean MAE — " + beat + ".", [sample_png]),
+        ReportSection("Results per test patient", table + "\n\nMean MAE — " + beat + ".", [sample_png]),
         ReportSection("Against trivial baselines", baselines, list(bars.values())),
         ReportSection(
             "Where the error is: MAE by tissue",
@@ -422,14 +422,23 @@ def _how_trained(threads: int | None) -> str:
     return f"side by side, {threads} CPU thread{'s' if threads > 1 else ''} each"
 
 
+def _device_used(option: str) -> str:
+    """What `--device` resolved to (`auto` -> cpu or cuda)."""
+    from counterfeit.device import resolve_device
+
+    return str(resolve_device(option))
+
+
 def _sample_figure(volumes: dict[str, dict[str, np.ndarray]], out_png: Path) -> Path:
-    """Middle axial slice of up to three test subjects: MR | unpaired | paired | CT | |error| maps."""
+    """The axial slice with the most body of up to three test subjects: MR | unpaired | paired | CT | |error| maps,
+    with each column's display window in its title."""
     from matplotlib.figure import Figure
 
     from counterfeit.atomic import atomic_path
 
     subjects = list(volumes)[:3]
-    cols = ["MR", "sCT unpaired", "sCT paired", "CT", "|error| unpaired", "|error| paired"]
+    cols = ["MR (auto window)", "sCT unpaired", "sCT paired", "CT", "|error| unpaired", "|error| paired"]
+    windows = ["", *["\n−1000 … 1500 HU"] * 3, *["\n0 … 500 HU"] * 2]
     fig = Figure(figsize=(2.3 * len(cols), 2.4 * len(subjects)))
     axes = fig.subplots(len(subjects), len(cols), squeeze=False)
     for r, sid in enumerate(subjects):
@@ -445,7 +454,7 @@ def _sample_figure(volumes: dict[str, dict[str, np.ndarray]], out_png: Path) -> 
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(cols[c], fontsize=9)
+                ax.set_title(cols[c] + windows[c], fontsize=9)
             if c == 0:
                 ax.set_ylabel(f"{sid} z={z}", fontsize=8)
     fig.tight_layout()
