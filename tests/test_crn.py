@@ -245,6 +245,13 @@ def test_training_resume_and_synthesize(tmp_path):
     assert np.abs(a.astype(float) - np.clip((expected.transpose(1, 2, 0) + 1) * 127.5, 0, 255)).max() <= 0.51
     montage = np.asarray(Image.open(tmp_path / "out" / "colour_montage.png"))
     assert montage.shape[1] > 3 * 32  # the layout and both variants side by side
+    # a square layout is stretched to the trained 32x16 with a warning; a bad one after it leaves no partial output
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "square.png")
+    Image.fromarray(np.full((16, 32), 250, np.uint8)).save(tmp_path / "bad_ids.png")
+    with pytest.raises(UserError, match="label id 250"), pytest.warns(UserWarning, match="stretched"):
+        synthesize_from_layouts(tmp_path / "full", [tmp_path / "square.png", tmp_path / "bad_ids.png"],
+                                tmp_path / "out2", "cpu")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_adversarial_term_runs(tmp_path):

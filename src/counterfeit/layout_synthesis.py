@@ -63,9 +63,10 @@ def synthesize_from_layouts(model_dir: Path, layouts: list[Path], out_dir: Path,
     if getattr(recipe, "name", None) != "crn":
         raise UserError(f"{model_dir}: a {recipe.name!r} run; --layout needs a model trained with `counterfeit train crn`")
     out_dir = Path(out_dir)
+    # every layout is read (and checked) before anything is written: a bad last one leaves no partial output
+    all_labels = [recipe.read_layout(path) for path in layouts]
     written: list[Path] = []
-    for path in layouts:
-        labels = recipe.read_layout(path)
+    for path, labels in zip(layouts, all_labels):
         outputs = recipe.generate(labels[None])[0]  # (k, C, H, W)
         for i, image in enumerate(outputs):
             # One-channel outputs (CT/MR) as 16-bit PNGs: the CT window keeps ~0.06 HU steps.

@@ -50,7 +50,9 @@ def synthesize(
         from counterfeit.layout_synthesis import synthesize_from_layouts
 
         written = synthesize_from_layouts(model, list(layout), output, device)
-        typer.echo(f"wrote {len(written)} images to {output}")
+        montages = sum(p.stem.endswith("_montage") for p in written)
+        typer.echo(f"wrote {len(written) - montages} image(s) and {montages} montage(s) (layout beside its images) "
+                   f"to {output}")
         return
 
     from counterfeit.medical.synthesize import MR2CT_RECIPES, synthesize_path

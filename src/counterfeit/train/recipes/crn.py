@@ -273,7 +273,13 @@ class CRNRecipe(Recipe):
 
         palette = self.palette if (self.config.dataset != "folder" or self.config.palette) else None
         labels = read_layout(path, palette, self.num_classes)
-        return resize_labels(labels, (self.config.height, self.config.width))
+        height, width = self.config.height, self.config.width
+        if labels.shape[0] * width != labels.shape[1] * height:  # a different aspect ratio is distorted, not cropped
+            import warnings
+
+            warnings.warn(f"{path}: layout of {labels.shape[1]}x{labels.shape[0]} pixels stretched to the trained "
+                          f"{width}x{height} (another aspect ratio)", stacklevel=2)
+        return resize_labels(labels, (height, width))
 
     def evaluate(self, pairs: LayoutPairs) -> dict[str, float]:
         """L1 (in [-1, 1] units) of the first output and of the best of k; MAE in HU inside the mask for CT."""
