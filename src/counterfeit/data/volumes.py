@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -113,19 +114,16 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
         raise InputFileError(path, f"is a single 2D slice ({size[1]}x{size[0]}); a 3D volume is expected")
     vol = Volume.from_sitk(img)
 
+    if modality == "mr":
+        return vol.with_array(_mr_without_nan(path, vol.array.astype(np.float32, copy=False)))
+    if not np.isfinite(vol.array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
+        raise InputFileError(path, "contains NaN or infinite voxel values")
     if modality == "mask":
-        if not np.isfinite(vol.array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
-            raise InputFileError(path, "contains NaN or infinite voxel values")
         mask = (vol.array > 0).astype(np.uint8)  # SynthRAD2023's rule: a voxel is inside where the mask is > 0
         if not mask.any():
             raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
-    array = vol.array.astype(np.float32, copy=False)
-    if modality == "mr":
-        return vol.with_array(_mr_without_nan(path, array))
-    if not np.isfinite(array).all() or _nifti_hides_non_finite(path, vol.array.dtype):
-        raise InputFileError(path, "contains NaN or infinite voxel values")
-    return vol.with_array(array)
+    return vol.with_array(vol.array.astype(np.float32, copy=False))
 
 
 def _mr_without_nan(path: Path, array: np.ndarray) -> np.ndarray:
@@ -136,8 +134,6 @@ def _mr_without_nan(path: Path, array: np.ndarray) -> np.ndarray:
     if np.isinf(array).any():
         raise InputFileError(path, "contains infinite voxel values")
     if nan.any():
-        import warnings
-
         warnings.warn(f"{path}: {int(nan.sum())} NaN voxels (a masked background?) read as 0", stacklevel=3)
         array = np.where(nan, np.float32(0), array)
     return array
@@ -204,8 +200,8 @@ def _check_even_slice_positions(folder: Path, reader: "sitk.ImageSeriesReader", 
         return
     normal = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)[:, 2]
     try:
-        positions = [np.fromstring(reader.GetMetaData(i, "0020|0032").replace("\\", " "), sep=" ") for i in range(n)]
-    except RuntimeError:  # no Image Position (Patient) tags: nothing to check against
+        positions = [np.array(reader.GetMetaData(i, "0020|0032").split("\\"), dtype=np.float64) for i in range(n)]
+    except (RuntimeError, ValueError):  # no (readable) Image Position (Patient) tags: nothing to check against
         return
     if any(p.shape != (3,) for p in positions):
         return
