@@ -73,16 +73,35 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(tmp_path):
 
 
 def test_cli_exit_code_says_a_run_was_stopped_by_a_signal(tmp_path):
-    import typer
-
     from counterfeit.cli.options import exit_if_signalled
-    from counterfeit.train.loop import TrainResult
+    from counterfeit.train.loop import RunStopped, TrainResult
 
     exit_if_signalled(TrainResult(tmp_path, 5, 1.0, stopped_early="budget"))  # a budget is a normal end
     for reason, code in (("interrupt", 130), ("terminated", 143)):
-        with pytest.raises(typer.Exit) as stopped:
+        with pytest.raises(RunStopped, match="stopped by a signal") as stopped:
             exit_if_signalled(TrainResult(tmp_path, 5, 1.0, stopped_early=reason))
         assert stopped.value.exit_code == code
+
+
+def test_main_exits_with_a_stopped_runs_code(monkeypatch, capsys):
+    import warnings
+
+    import counterfeit.cli as cli
+    from counterfeit.train.loop import RunStopped
+
+    def stopped() -> None:
+        raise RunStopped("runs/x: stopped by a signal (terminated) at step 5", 143)
+
+    monkeypatch.setattr(cli, "app", stopped)
+    handler, formatter = signal.getsignal(signal.SIGTERM), warnings.formatwarning
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.main()
+    finally:  # main() installs both for the process: give the test process its own back
+        signal.signal(signal.SIGTERM, handler)
+        warnings.formatwarning = formatter
+    assert ended.value.code == 143
+    assert capsys.readouterr().err == "error: runs/x: stopped by a signal (terminated) at step 5\n"
 
 
 def test_unwritable_output_folder_is_a_clear_error_without_partial_files(tmp_path):

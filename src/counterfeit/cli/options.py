@@ -87,17 +87,11 @@ def describe_steps(result: Any) -> str:
 
 
 def exit_if_signalled(result: Any) -> None:
-    """A run stopped by Ctrl-C or SIGTERM saved a checkpoint, but did not finish: say so in the exit code, so that
-    a script does not go on to use an unfinished model."""
-    from counterfeit.train.distributed import is_main_process
-    from counterfeit.train.loop import SIGNAL_EXIT_CODES
+    """A run stopped by Ctrl-C or SIGTERM saved a checkpoint, but did not finish: say so in the exit code (130 or
+    143, through `RunStopped`), so that a script does not go on to use an unfinished model."""
+    from counterfeit.train.loop import RunStopped
 
-    code = SIGNAL_EXIT_CODES.get(result.stopped_early)
-    if code is not None:
-        if is_main_process():
-            typer.echo(f"stopped by a signal at step {result.steps_done}; continue with --resume {result.run_dir}",
-                       err=True)
-        raise typer.Exit(code)
+    RunStopped.check(result)
 
 
 def check_resume_or_overwrite(resume: Path | None, overwrite: bool) -> None:

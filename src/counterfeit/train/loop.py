@@ -75,7 +75,7 @@ class RunStopped(UserError):
         code = SIGNAL_EXIT_CODES.get(result.stopped_early or "")
         if code is not None:
             raise cls(f"{result.run_dir}: stopped by a signal ({result.stopped_early}) at step {result.steps_done}, "
-                      "with a checkpoint", code)
+                      "with a checkpoint to resume from", code)
 
 
 @dataclass
