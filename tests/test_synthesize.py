@@ -157,6 +157,7 @@ def test_cli(run_dir, tmp_path):
                                       "--output", str(tmp_path / "sct.nii.gz"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "s per volume" in result.output and (tmp_path / "sct.nii.gz").is_file()
+    assert f"model: {run_dir / 'checkpoints' / 'step_00000002'} (--weights best)" in result.output  # which weights
     phantom = run_dir.parent / "phantom"
     result = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(phantom),
                                       "--input-name", "mr.nii.gz", "--output", str(tmp_path / "all"), "--device", "cpu"])

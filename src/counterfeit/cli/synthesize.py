@@ -64,8 +64,12 @@ def synthesize(
         raise UserError(f"{model} is a {kind} (MR -> CT) run: --layout needs a crn run; give --input MR instead")
     if input_path is None:
         raise UserError(f"{model} is a {kind} (MR -> CT) run: give --input MR (file or folder)")
+    from counterfeit.medical.synthesize import load_mr2ct_run
+
+    recipe = load_mr2ct_run(model, device, weights)
+    typer.echo(f"model: {recipe.checkpoint} (--weights {weights})")  # a damaged best checkpoint falls back
     results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix,
-                              batch_size=batch_size, weights=weights, dtype=dtype)
+                              batch_size=batch_size, model=recipe, dtype=dtype)
     for path, seconds in results:
         typer.echo(f"wrote {path} ({seconds:.2f} s)")
     mean = sum(s for _, s in results) / len(results)

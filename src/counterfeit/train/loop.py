@@ -257,6 +257,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "auto", weights: 
         raise UserError(f"{run_dir}: no usable checkpoint in {run_dir}/{ckpt.CHECKPOINT_DIR}")
     for name, net in recipe.nets.items():
         ckpt.load_weights(net, info.path / f"{name}.safetensors", device)
+    recipe.checkpoint = info.path
     recipe.train_mode(False)
     return recipe
 

@@ -95,6 +95,7 @@ class Recipe(abc.ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.checkpoint: Path | None = None  # the checkpoint `load_run` took the weights from (inference)
 
     # --- data -------------------------------------------------------------
     def setup_data(self) -> None:
