@@ -55,7 +55,7 @@ def synthesize(
                    f"to {output}")
         return
 
-    from counterfeit.medical.synthesize import MR2CT_RECIPES, synthesize_path
+    from counterfeit.medical.synthesize import MR2CT_RECIPES, load_mr2ct_run, synthesize_path
 
     if kind not in MR2CT_RECIPES:
         raise UserError(f"{model}: a {kind!r} run cannot synthesize (MR -> CT needs cyclegan or paired, layouts need crn; "
@@ -64,8 +64,6 @@ def synthesize(
         raise UserError(f"{model} is a {kind} (MR -> CT) run: --layout needs a crn run; give --input MR instead")
     if input_path is None:
         raise UserError(f"{model} is a {kind} (MR -> CT) run: give --input MR (file or folder)")
-    from counterfeit.medical.synthesize import load_mr2ct_run
-
     recipe = load_mr2ct_run(model, device, weights)
     typer.echo(f"model: {recipe.checkpoint} (--weights {weights})")  # a damaged best checkpoint falls back
     results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix,

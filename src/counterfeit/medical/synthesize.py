@@ -2,10 +2,11 @@
 
 A volume goes through the generator slice by slice (axial slices, whatever the order the file stores
 its axes in: `volumes.axial_view`; in batches, without gradients, in eval mode), normalised exactly
-as the model was trained (`mr_to_unit` with the percentiles recorded in the run's config). Slices are padded at their end to the size multiple the network
-needs and cropped back; the centre output channel is the slice's synthetic CT, mapped back to
-Hounsfield units with `unit_to_ct` and the training HU window. The result lies on the input's
-grid (spacing, origin, direction copied), so it overlays the MR in any viewer.
+as the model was trained (`mr_to_unit` with the percentiles recorded in the run's config). Slices
+are padded at their end to the size multiple the network needs and cropped back; the centre output
+channel is the slice's synthetic CT, mapped back to Hounsfield units with `unit_to_ct` and the
+training HU window. The result lies on the input's grid (spacing, origin, direction copied), so it
+overlays the MR in any viewer.
 """
 
 from __future__ import annotations
