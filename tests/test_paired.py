@@ -217,6 +217,29 @@ def test_folder_data_holds_out_val_subjects_for_the_validation_mae(phantom, tmp_
     assert "--pred-name" not in str(err.value)
 
 
+def test_folder_data_scores_only_cts_on_the_mrs_grid(phantom, tmp_path):
+    """A same-named CT of the right shape but shifted by 25 mm is not scored: not held out, not previewed."""
+    import SimpleITK as sitk
+    from counterfeit.train.recipes.cyclegan import CycleGANConfig, CycleGANRecipe
+
+    mr_dir, ct_dir = _folders(phantom, tmp_path)
+    path = ct_dir / "sub-003.nii.gz"
+    img = sitk.ReadImage(str(path))
+    img.SetOrigin([o + 25.0 for o in img.GetOrigin()])
+    sitk.WriteImage(img, str(path))
+    small = dict(image_size=32, ngf=4, n_blocks=1, ndf=4, d_crop=24, preview_subjects=4,
+                 phantom=None, mr_dir=str(mr_dir), ct_dir=str(ct_dir))
+    held = CycleGANRecipe(CycleGANConfig(**small, val_subjects=1), torch.device("cpu"))
+    held.setup_data()  # unpaired: the shifted CT may train, but it cannot be the validation reference
+    assert [c.name for c in held.data.preview] == ["sub-002"]
+    plain = CycleGANRecipe(CycleGANConfig(**small), torch.device("cpu"))
+    plain.setup_data()
+    scored = {c.name: c.ct_hu is not None for c in plain.data.preview}
+    assert scored == {"sub-000": True, "sub-001": True, "sub-002": True, "sub-003": False}
+    with pytest.raises(UserError, match=r"only 3 subject.*sub-003.nii.gz: origin"):
+        CycleGANRecipe(CycleGANConfig(**small, val_subjects=4), torch.device("cpu")).setup_data()
+
+
 def test_folder_data_is_sliced_axially_whatever_the_files_axis_order(phantom, tmp_path):
     """One subject stored sagittally (and its CT too) trains on the same axial slices as when stored axially."""
     import SimpleITK as sitk

@@ -339,19 +339,28 @@ def check_same_grid(a: Volume | np.ndarray, b: Volume | np.ndarray, names: Seque
     hundredth of the smallest voxel side) and direction. A shifted or flipped grid of the right shape
     would otherwise be compared voxel by voxel with the wrong anatomy.
     """
-    hint = "paired volumes must share one voxel grid (resample first)"
+    mismatch = grid_mismatch(a, b, names)
+    if mismatch is not None:
+        raise InputFileError(names[1], f"{mismatch}; paired volumes must share one voxel grid (resample first)")
+
+
+def grid_mismatch(a: Volume | np.ndarray, b: Volume | np.ndarray, names: Sequence[str] = ("MR", "CT")) -> str | None:
+    """How `b`'s voxel grid differs from `a`'s (the first difference, in words), or None if they share one.
+
+    The one definition of "same grid" behind `check_same_grid`, for callers that skip rather than refuse.
+    """
     shape_a, shape_b = np.shape(_array(a)), np.shape(_array(b))
     if shape_a != shape_b:
-        raise InputFileError(names[1], f"shape {_fmt(shape_b)} differs from {names[0]} shape {_fmt(shape_a)}; {hint}")
+        return f"shape {_fmt(shape_b)} differs from {names[0]} shape {_fmt(shape_a)}"
     if not (isinstance(a, Volume) and isinstance(b, Volume)):
-        return
+        return None
     for what, tolerance in (("spacing", dict(rtol=1e-3, atol=1e-4)),
                             ("origin", dict(rtol=0.0, atol=0.01 * min(a.spacing))),
                             ("direction", dict(rtol=0.0, atol=1e-4))):
         va, vb = getattr(a, what), getattr(b, what)
         if not np.allclose(va, vb, **tolerance):
-            raise InputFileError(names[1], f"{what} {_fmt_geometry(vb)} differs from {names[0]} {what} "
-                                           f"{_fmt_geometry(va)}; {hint}")
+            return f"{what} {_fmt_geometry(vb)} differs from {names[0]} {what} {_fmt_geometry(va)}"
+    return None
 
 
 def _fmt_geometry(values: Sequence[float]) -> str:

@@ -337,7 +337,7 @@ def _depths(config: MR2CTConfig, mr: list[Any], ct: list[Any], *, paired: bool) 
 
 
 def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
-    from counterfeit.data.volumes import axial_view, check_same_grid, read_volume
+    from counterfeit.data.volumes import axial_view, check_same_grid, grid_mismatch, read_volume
     from counterfeit.medical.evaluate import find_subject_volumes
 
     mr_paths = find_subject_volumes(config.mr_dir, name_options=None)
@@ -381,7 +381,8 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
     preview = []
     for s in (val_ids or subjects)[: config.preview_subjects]:
         ref = ct_vols.get(s)
-        same_grid = ref is not None and ref.shape == mr_vols[s].shape
+        # only a CT on the MR's grid can be scored voxel by voxel (train_mae_hu when nothing is held out)
+        same_grid = ref is not None and grid_mismatch(mr_vols[s], ref) is None
         mr_unit, depth = network_inputs(s)
         preview.append(PreviewCase(s, mr_unit, ref.array if same_grid else None,
                                    masks[s].array.astype(bool) if s in masks else None, depth))
@@ -390,22 +391,27 @@ def _folder_data(config: MR2CTConfig, *, paired: bool) -> MR2CTData:
 
 def _held_out_subjects(config: MR2CTConfig, mr_vols: dict[str, Any], ct_vols: dict[str, Any],
                        mr_paths: dict[str, Path], ct_paths: dict[str, Path]) -> list[str]:
-    """The last `val_subjects` subjects (by name) whose CT lies on their MR's grid, so that MAE can be scored."""
-    from counterfeit.data.volumes import check_same_grid
+    """The last `val_subjects` subjects (by name) whose CT lies on their MR's grid, so that MAE can be scored.
+
+    Subjects whose same-named CT lies on another grid are passed over (unpaired training does not need registered
+    CTs), but if that leaves too few, the error says why the first of them did not qualify.
+    """
+    from counterfeit.data.volumes import grid_mismatch
 
     n = config.val_subjects
     if not n:
         return []
-    scorable = [s for s in sorted(mr_vols) if s in ct_vols and ct_vols[s].shape == mr_vols[s].shape]
+    mismatches = {s: grid_mismatch(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
+                  for s in sorted(mr_vols) if s in ct_vols}
+    scorable = [s for s, mismatch in mismatches.items() if mismatch is None]
     if len(scorable) < n:
+        off_grid = [s for s, mismatch in mismatches.items() if mismatch is not None]
+        why = (f"; e.g. {ct_paths[off_grid[0]]}: {mismatches[off_grid[0]]}" if off_grid else "")
         raise UserError(f"--val-subjects {n}: only {len(scorable)} subject(s) have a CT named like the MR on the "
-                        f"same grid, which validation needs (registered MR and CT, as in SynthRAD2023)")
+                        f"same grid, which validation needs (registered MR and CT, as in SynthRAD2023){why}")
     if len(mr_vols) - n < 1:
         raise UserError(f"--val-subjects {n} leaves no subject to train on ({len(mr_vols)} MR volumes)")
-    held_out = scorable[-n:]
-    for s in held_out:
-        check_same_grid(mr_vols[s], ct_vols[s], (str(mr_paths[s]), str(ct_paths[s])))
-    return held_out
+    return scorable[-n:]
 
 
 def _warn_if_slices_are_smaller(image_size: int, volumes: list[np.ndarray]) -> None:
