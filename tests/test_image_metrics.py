@@ -95,6 +95,24 @@ def test_fid_and_kid_on_features():
     assert abs(kid_same) < 0.2 * kids[0] and kids[0] < kids[1] < kids[2]
 
 
+def test_fid_of_singular_features_warns_once_in_its_own_words():
+    """Dead (constant) features make the covariance singular: one warning of ours, none of scipy's."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    real, fake = (np.maximum(rng.standard_normal((16, 64)), 0) for _ in range(2))
+    real[:, :40] = fake[:, :40] = 0  # as ReLU features of a random network often are
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fid_from_features(real, fake)
+    assert [type(w.message) for w in caught] == [UserWarning], [str(w.message) for w in caught]
+    assert "singular" in str(caught[0].message) and "same number of samples" in str(caught[0].message)
+    assert np.isfinite(value) and value > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a well-conditioned pair warns nothing
+        fid_from_features(rng.standard_normal((200, 8)), rng.standard_normal((200, 8)))
+
+
 class _TinyExtractor(torch.nn.Module):
     """A fixed random conv net: any extractor works with fid_kid, and its name is reported."""
 

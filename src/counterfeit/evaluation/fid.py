@@ -16,6 +16,7 @@ that network's feature space.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Protocol
 
 import numpy as np
@@ -63,11 +64,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("the two Gaussians must have the same dimension")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        # Singular product (fewer samples than dimensions): regularise as pytorch-fid does.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", linalg.LinAlgWarning)
+        try:
+            covmean = linalg.sqrtm(sigma1 @ sigma2)
+            singular = not np.isfinite(covmean).all()
+        except linalg.LinAlgWarning:
+            singular = True
+    if singular:
+        # Singular product (fewer samples than dimensions, or dead features): regularise as pytorch-fid does,
+        # and say so once in our words instead of scipy's multi-line warning.
+        warnings.warn(f"Fréchet distance: the {len(sigma1)}-dimensional feature covariance is singular (too few "
+                      f"samples or constant features); computed with {eps:g}·I added, so compare it only with "
+                      f"values from the same number of samples", stacklevel=2)
         offset = np.eye(len(sigma1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         # Numerical noise gives tiny imaginary parts; a large one means the result is meaningless.
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * max(1.0, np.abs(covmean).max())):
