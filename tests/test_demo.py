@@ -38,6 +38,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert summary["seconds_total"] < 0.6 * 60 + 30
     md = result.report_md.read_text()
     assert "mean ± SD" in md and all(m in md for m in MODELS)
+    # every figure says what it shows, not only its file name
+    assert "![The unpaired model (cyclegan) per test subject: MAE, PSNR and SSIM" in md
+    assert "*Training curves of the paired model (paired), against step" in md
     assert result.report_html.is_file()
     # the unpaired model finished the better of two candidates; the paired one trained once
     tried = summary["training"]["unpaired"]["candidates"]

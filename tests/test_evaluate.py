@@ -16,6 +16,7 @@ from skimage.util import crop
 from counterfeit.errors import UserError
 from counterfeit.medical.evaluate import errors_by_label, image_metrics, summarize
 from counterfeit.medical.report import (
+    ReportFigure,
     ReportSection,
     comparison_table_markdown,
     plot_per_patient,
@@ -215,18 +216,20 @@ def test_plot_and_report(tmp_path):
         tmp_path / "report",
         title="Phantom MR→CT",
         sections=[
-            ReportSection("Results", comparison_table_markdown({"cyclegan": rows}) + "\nSome **bold** text.", [png]),
+            ReportSection("Results", comparison_table_markdown({"cyclegan": rows}) + "\nSome **bold** text.",
+                          [ReportFigure(png, "Per subject: MAE & co.")]),
             ReportSection("Notes", "- one\n- two <script>"),
         ],
     )
     md = md_path.read_text()
-    assert "## Results" in md and "| mean ± SD |" in md and "](../fig/metrics.png)" in md
+    assert "## Results" in md and "| mean ± SD |" in md and "![Per subject: MAE & co.](../fig/metrics.png)" in md
     page = html_path.read_text()
     embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert embedded and base64.b64decode(embedded.group(1)) == raw
     assert '<tr class="summary"><td>mean ± SD</td>' in page
     assert "<th>MAE cyclegan</th>" in page and "<strong>bold</strong>" in page
     assert "<li>two &lt;script&gt;</li>" in page
+    assert "<figcaption>Per subject: MAE &amp; co. <span class=file>(metrics.png)</span></figcaption>" in page
 
 
 # --- folders and CLI -------------------------------------------------------------------------

@@ -102,6 +102,18 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert full.last_metrics["w_err"] < 0.5 * _recipe().metrics(0)["w_err"]
 
 
+def test_loss_plot_titles_say_what_each_column_is(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from counterfeit.plots import plot_losses
+
+    (tmp_path / "metrics.csv").write_text("step,loss_d,gp,seconds\n1,0.5,,0.1\n2,0.4,0.01,0.2\n")
+    titles = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, text, **kw: titles.append(text))
+    assert plot_losses(tmp_path / "metrics.csv", tmp_path / "loss.png", labels={"loss_d": "D loss"}).is_file()
+    assert titles == ["D loss\nloss_d", "gp"]  # a column without a label keeps its CSV name; bookkeeping is not drawn
+
+
 def test_run_directory_contents(tmp_path):
     train(_recipe(), _loop(10), tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -16,9 +17,14 @@ from counterfeit.atomic import atomic_path  # noqa: E402
 _NOT_LOSSES = {"step", "seconds", "data_wait_frac", "lr"}
 
 
-def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str] | None = None) -> Path | None:
+def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str] | None = None,
+                labels: Mapping[str, str] | None = None) -> Path | None:
     """Plot every loss column of a run's metrics.csv against step (one panel per column); None, and no
-    picture, while it has no rows (a run stopped or asked for 0 steps before its first log row)."""
+    picture, while it has no rows (a run stopped or asked for 0 steps before its first log row).
+
+    labels: what a column is, in words (a recipe's `log_labels`), shown above its CSV name.
+    """
+    labels = labels or {}
     with open(metrics_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
@@ -33,7 +39,7 @@ def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str]
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, lw=1.2)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{labels[name]}\n{name}" if name in labels else name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

@@ -345,6 +345,7 @@ def tissue_table_markdown(tissue_errors: dict[str, list[dict]]) -> str:
 def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes: dict, runs: dict) -> tuple[Path, Path]:
     from counterfeit.medical.evaluate import summarize
     from counterfeit.medical.report import (
+        ReportFigure,
         ReportSection,
         comparison_table_markdown,
         plot_per_patient,
@@ -356,17 +357,22 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
     figures.mkdir(parents=True, exist_ok=True)
     for name, model_rows in rows.items():
         write_metrics_table(model_rows, out / "metrics", stem=name.replace(" ", "_").replace("→", "_to_"))
-    sample_png = _sample_figure(volumes, figures / "test_slices.png")
-    bars = {m: plot_per_patient([{k: r[k] for k in ("subject", "mae", "psnr", "ssim")} for r in rows[m]],
-                                figures / f"per_patient_{m}.png") for m in MODELS}
+    slices = ReportFigure(_sample_figure(volumes, figures / "test_slices.png"),
+                          "The axial slice with the most body of each of up to three test subjects: MR, both "
+                          "synthetic CTs, the real CT, and each model's absolute error (windows in the column titles).")
+    tr = summary["training"]
+    bars = [ReportFigure(plot_per_patient([{k: r[k] for k in ("subject", "mae", "psnr", "ssim")} for r in rows[m]],
+                                          figures / f"per_patient_{m}.png"),
+                         f"The {m} model ({tr[m]['recipe']}) per test subject: MAE, PSNR and SSIM inside the body "
+                         "mask; the dashed line is the mean.") for m in MODELS]
     losses = []
     for m in MODELS:
         if (runs[m] / "loss.png").is_file():
             dest = figures / f"loss_{m}.png"
             shutil.copyfile(runs[m] / "loss.png", dest)
-            losses.append(dest)
+            losses.append(ReportFigure(dest, f"Training curves of the {m} model ({tr[m]['recipe']}), against "
+                                             "step: each logged loss and the validation MAE."))
 
-    tr = summary["training"]
     lines = [
         f"Built-in phantom: {len(summary['test_subjects'])} held-out heads of {cfg.shape[2]}×{cfg.shape[1]}×{cfg.shape[0]} voxels "
         f"(`{summary['phantom']}`). Both models trained on the same training subjects for the same wall-clock budget "
@@ -397,8 +403,8 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
     beat = ", ".join(f"{m}: {means[m]['mae']['mean']:.1f} HU" for m in rows)
     sections = [
         ReportSection("Setup", "\n".join(lines)),
-        ReportSection("Results per test patient", table + "\n\nMean MAE — " + beat + ".", [sample_png]),
-        ReportSection("Against trivial baselines", baselines, list(bars.values())),
+        ReportSection("Results per test patient", table + "\n\nMean MAE — " + beat + ".", [slices]),
+        ReportSection("Against trivial baselines", baselines, bars),
         ReportSection(
             "Where the error is: MAE by tissue",
             "The phantom's tissue labels split each model's error (HU, all test voxels pooled; bias = mean of "

@@ -29,12 +29,20 @@ MEAN_SD_LABEL = "mean ± SD"
 
 
 @dataclass
+class ReportFigure:
+    """A PNG of the report and the caption that says what it shows."""
+
+    path: Path
+    caption: str
+
+
+@dataclass
 class ReportSection:
     """One report section: a title, a markdown body (paragraphs, lists, pipe tables), and figures."""
 
     title: str
     markdown: str = ""
-    images: list[Path] = field(default_factory=list)
+    figures: list[ReportFigure] = field(default_factory=list)
 
 
 def format_value(key: str, value: float) -> str:
@@ -167,15 +175,16 @@ def write_report(
         if section.markdown.strip():
             md_parts.append(section.markdown.strip() + "\n")
             html_parts.append(markdown_to_html(section.markdown))
-        for image in section.images:
-            image = Path(image)
+        for figure in section.figures:
+            image = Path(figure.path)
             if not image.is_file():
                 raise InputFileError(image, "report image not found")
-            md_parts.append(f"![{image.stem}]({_relative(image, out_dir)})\n")
+            md_parts.append(f"![{figure.caption}]({_relative(image, out_dir)})\n\n*{figure.caption}*\n")
             data = base64.b64encode(image.read_bytes()).decode("ascii")
+            caption = html.escape(figure.caption)
             html_parts.append(
-                f'<figure><img alt="{html.escape(image.stem)}" src="data:image/png;base64,{data}">'
-                f"<figcaption>{html.escape(image.name)}</figcaption></figure>"
+                f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{caption} <span class=file>({html.escape(image.name)})</span></figcaption></figure>"
             )
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md_path, "\n".join(md_parts))

@@ -377,7 +377,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
             ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints,
                                  protect=best["step"] if best else None)
             log.flush()
-            _plot_losses(run_dir)
+            _plot_losses(run_dir, recipe.log_labels)
         barrier(ctx)
 
     def evaluate(step: int) -> dict[str, float]:
@@ -485,7 +485,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
 
     if ctx.is_main:
         recipe.write_samples(step, samples_dir)
-        _plot_losses(run_dir)
+        _plot_losses(run_dir, recipe.log_labels)
     seconds = time.perf_counter() - t0
     return TrainResult(run_dir, step, seconds, last_losses, last_metrics, stopped, data_wait / max(seconds, 1e-9),
                        step_seconds, start)
@@ -561,9 +561,9 @@ def _tensorboard(run_dir: Path, loop: LoopConfig) -> Any:
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _plot_losses(run_dir: Path) -> None:
+def _plot_losses(run_dir: Path, labels: dict[str, str]) -> None:
     from counterfeit.plots import plot_losses
 
     csv_path = run_dir / "metrics.csv"
     if csv_path.is_file():
-        plot_losses(csv_path, run_dir / "loss.png")
+        plot_losses(csv_path, run_dir / "loss.png", labels=labels)

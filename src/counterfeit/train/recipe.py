@@ -88,6 +88,8 @@ class Recipe(abc.ABC):
     Config: ClassVar[type]
     # Keys of train_step's result shown on the progress bar (all are logged).
     progress_keys: ClassVar[tuple[str, ...]] = ()
+    # What the logged keys (train_step's and metrics') are, in words: the titles of loss.png's panels.
+    log_labels: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any, device: torch.device) -> None:
         self.config = config

@@ -105,6 +105,16 @@ class CRNRecipe(Recipe):
     name = "crn"
     Config = CRNConfig
     progress_keys = ("loss",)
+    log_labels = {
+        "loss": "G's total loss",
+        "perceptual": "diversity (best-of-k perceptual) loss",
+        "l1_best": "L1 of the best of k outputs",
+        "loss_d": "D: real vs generated",
+        "loss_adv": "G adversarial (× adv_weight in the total)",
+        "val_l1": "validation L1 of the first output",
+        "val_l1_best_of_k": "validation L1 of the best of k",
+        "val_mae_hu": "validation MAE in the mask (HU)",
+    }
 
     def __init__(self, config: CRNConfig, device: torch.device) -> None:
         super().__init__(config, device)

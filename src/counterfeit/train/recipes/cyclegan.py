@@ -155,6 +155,18 @@ class CycleGANRecipe(MR2CTRecipe):
     name = "cyclegan"
     Config = CycleGANConfig
     progress_keys = ("loss_g", "cycle", "loss_d_ct", "loss_d_mr")
+    log_labels = {
+        **MR2CTRecipe.log_labels,
+        "adv_ct": "G adversarial: synthetic CT at Dis_CT",
+        "adv_mr": "G adversarial: synthetic MR at Dis_MR",
+        "cycle": "cycle L1, both ways (× λ_cycle)",
+        "identity": "identity L1 (× λ_identity·λ_cycle)",
+        "structure": "MIND structure (× λ_structure)",
+        "histogram": "intensity W1 (× λ_histogram)",
+        "loss_g": "generators' total loss",
+        "loss_d_ct": "Dis_CT: real vs pooled fake CT",
+        "loss_d_mr": "Dis_MR: real vs pooled fake MR",
+    }
     paired_data = False
 
     def __init__(self, config: CycleGANConfig, device: torch.device) -> None:

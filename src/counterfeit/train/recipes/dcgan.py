@@ -154,6 +154,17 @@ class DCGANRecipe(Recipe):
     name = "dcgan"
     Config = DCGANConfig
     progress_keys = ("loss_d", "loss_g")
+    log_labels = {
+        "loss_d": "D loss (incl. gradient penalty)",
+        "d_real": "D's mean output on real images",
+        "d_fake": "D's mean output on generated images",
+        "gp": "gradient penalty (weighted)",
+        "loss_g": "G loss",
+        "w_distance": "critic's Wasserstein estimate",
+        "swd": "SWD ×10³, mean over levels (held-out)",
+        "nn_median": "median distance to the nearest training image",
+        "nn_ratio": "that median / held-out images' (≪ 1: copies)",
+    }
 
     def __init__(self, config: DCGANConfig, device: torch.device) -> None:
         super().__init__(config, device)

@@ -438,6 +438,10 @@ class MR2CTRecipe(Recipe):
 
     paired_data: ClassVar[bool] = False
     size_multiple: int = 4
+    log_labels: ClassVar[dict[str, str]] = {
+        "val_mae_hu": "validation MAE in the mask (HU)",
+        "train_mae_hu": "MAE on a training subject (HU)",
+    }
 
     @classmethod
     def retotal_config(cls, config: dict[str, Any], old_steps: int, new_steps: int) -> dict[str, Any]:

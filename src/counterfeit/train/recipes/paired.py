@@ -75,6 +75,13 @@ class PairedRecipe(MR2CTRecipe):
     name = "paired"
     Config = PairedConfig
     progress_keys = ("loss_g", "l1", "loss_d")
+    log_labels = {
+        **MR2CTRecipe.log_labels,
+        "adv": "G adversarial: (MR, synthetic CT) at D",
+        "l1": "L1 to the CT (× λ_L1 in the total)",
+        "loss_g": "generator's total loss",
+        "loss_d": "D: real vs synthetic pairs",
+    }
     paired_data = True
 
     def __init__(self, config: PairedConfig, device: torch.device) -> None:

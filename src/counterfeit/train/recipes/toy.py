@@ -146,6 +146,13 @@ class ToyRecipe(Recipe):
     name = "toy"
     Config = ToyConfig
     progress_keys = ("loss_d", "loss_g")
+    log_labels = {
+        "loss_d": "D loss",
+        "loss_g": "G loss",
+        "modes_covered": "modes covered",
+        "high_quality": "fraction of high-quality samples",
+        "js": "Jensen–Shannon, real vs generated (binned)",
+    }
 
     def __init__(self, config: ToyConfig, device: torch.device) -> None:
         super().__init__(config, device)
