@@ -172,7 +172,7 @@ def run_variant(name: str, seed: int, minutes: float, root: str, out: str) -> di
     run_dir = Path(out) / f"{name}_seed{seed}"
     t0 = time.perf_counter()
     trained = train_for_budget(recipe_name, options, seconds, run_dir, seed=seed, device="cpu", progress=False,
-                               decay=decay, candidates=candidates)
+                               decay_from=0.5 if decay else 1.0, candidates=candidates, overwrite=True)
     wall = time.perf_counter() - t0
     test_ids = load_dataset(root)["splits"]["test"]
     rows, _ = score_on_subjects(load_mr2ct_run(run_dir, "cpu"), Path(root), test_ids)

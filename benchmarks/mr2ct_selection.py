@@ -51,7 +51,8 @@ def train_keeping_every_validation(model: str, phantom: str, seconds: float, run
     loop_module.LoopConfig = every_validation  # train_for_budget imports it when called
     cfg = DemoConfig(out=Path(run_dir).parent, seed=seed)
     return train_for_budget(RECIPE_OF[model], _recipe_options(cfg, model, Path(phantom)), seconds, Path(run_dir),
-                            seed=seed, device="cpu", progress=False, candidates=_candidates(cfg, model), keep_best=True)
+                            seed=seed, device="cpu", progress=False, candidates=_candidates(cfg, model), keep_best=True,
+                            overwrite=True)
 
 
 def score_checkpoints(run_dir: str, phantom: str) -> list[dict[str, Any]]:

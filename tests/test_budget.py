@@ -158,3 +158,79 @@ def test_a_signal_stops_the_whole_budgeted_run(options, tmp_path, monkeypatch):
 
     again = pickle.loads(pickle.dumps(stopped.value))  # from the demo's worker processes, with its exit code
     assert again.exit_code == 143 and str(again) == str(stopped.value)
+
+
+# --- the train commands: --candidates and a --minutes plan -----------------------------------------------------
+
+
+def _cli(options: dict, out: Path, *extra: str, command: str = "cyclegan"):
+    from typer.testing import CliRunner
+
+    from counterfeit.cli import app
+
+    tiny = ["--phantom", options["phantom"], "--image-size", "32", "--ngf", "4", "--blocks", "1", "--ndf", "4",
+            "--d-crop", "24", "--no-progress", "--device", "cpu"]
+    return CliRunner().invoke(app, ["train", command, "--out", str(out), *tiny, *extra])
+
+
+def test_train_command_candidates_keep_the_best_seed_of_an_otherwise_unchanged_run(options, tmp_path):
+    got = _cli(options, tmp_path / "run", "--steps", "8", "--candidates", "2", "--seed", "3")
+    assert got.exit_code == 0, got.output
+    tried = json.loads((tmp_path / "run" / "candidates.json").read_text())
+    assert [t["seed"] for t in tried] == [3, 4] and [t["steps"] for t in tried] == [2, 2]
+    kept = next(t for t in tried if t["kept"])
+    assert kept["value"] == min(t["value"] for t in tried)
+    assert f"seed {kept['seed']} {kept['value']:.1f} HU (kept)" in got.output and "8 steps in" in got.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the other candidate is gone
+    loop = read_run_config(tmp_path / "run")["loop"]
+    assert loop["steps"] == 8 and loop["seed"] == kept["seed"]  # `--resume` goes on from the kept seed's plan
+    # the kept run is the run of its seed alone, bitwise
+    alone = _cli(options, tmp_path / "alone", "--steps", "8", "--seed", str(kept["seed"]))
+    assert alone.exit_code == 0, alone.output
+    a, b = _weights(tmp_path / "run"), _weights(tmp_path / "alone")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_command_minutes_alone_plans_the_steps_and_the_decay(options, tmp_path, monkeypatch):
+    _plan(monkeypatch, 12)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # e.g. the phantom a train command generated into --out
+    got = _cli(options, out, "--minutes", "5", "--decay-from", "0.75", "--checkpoint-every", "3", command="paired")
+    assert got.exit_code == 0, got.output
+    assert "12 steps, planned to fill 5 min" in got.output and "--checkpoint-every ignored" in got.output
+    config = read_run_config(out)
+    assert (config["config"]["lr_decay_start"], config["config"]["lr_decay_end"], config["loop"]["steps"]) == (9, 12, 12)
+    state = ckpt.read_state_file(ckpt.list_checkpoints(out)[-1].path / "state.pt")
+    assert state["optimizers"]["G"]["param_groups"][0]["lr"] == 0.0  # decayed to 0 at the end of the budget
+    refused = _cli(options, out, "--minutes", "5", command="paired")
+    assert isinstance(refused.exception, UserError) and "already holds a training run" in str(refused.exception)
+    assert _cli(options, out, "--minutes", "5", "--overwrite", command="paired").exit_code == 0
+    assert (out / "notes.txt").read_text() == "mine"  # --overwrite clears the run, not the folder
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--candidates", "2", "--resume", "RUN"], "a resumed run goes on with its own"),
+    (["--minutes", "1", "--compile"], "--compile with a --minutes plan"),
+    (["--minutes", "1", "--decay-from", "0.3"], "--decay-from"),
+])
+def test_train_command_plan_and_candidates_errors(options, tmp_path, monkeypatch, extra, message):
+    _plan(monkeypatch, 4)
+    extra = [str(tmp_path / "run") if e == "RUN" else e for e in extra]
+    got = _cli(options, tmp_path / "run", *extra)
+    assert isinstance(got.exception, UserError) and message in str(got.exception), got.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_train_command_candidates_need_one_process_and_a_reference(options, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from counterfeit.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    got = _cli(options, tmp_path / "run", "--candidates", "2")
+    assert isinstance(got.exception, UserError) and "under torchrun give --steps" in str(got.exception)
+    monkeypatch.delenv("WORLD_SIZE")
+    folders = ["--mr", options["phantom"], "--ct", options["phantom"]]
+    got = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), *folders, "--candidates", "2"])
+    assert isinstance(got.exception, UserError) and "add --val-subjects" in str(got.exception)

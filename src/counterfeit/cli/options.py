@@ -44,32 +44,46 @@ KeepBest = Annotated[bool, typer.Option("--keep-best/--no-keep-best", help="Chec
 def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int | None, minutes: float | None, seed: int,
                device: str, log_every: int, sample_every: int, checkpoint_every: int, resume: Path | None,
                no_progress: bool, metrics_every: int = 0, compile: bool = False, keep_best: bool = False,
-               overwrite: bool = False, ctx: typer.Context | None = None) -> None:
+               overwrite: bool = False, ctx: typer.Context | None = None, candidates: int = 1,
+               plan_minutes: bool = False, decay_from: float = 0.5) -> None:
     """Train a freshly configured recipe, or resume `resume`, and print a short summary. `ctx`: the command's,
-    to name options that a resume ignores."""
+    to name options that a resume ignores. `candidates` > 1: the new run's seed is the best of that many
+    (`budget.train_with_candidates`). `plan_minutes`: plan the steps to fill `minutes`, with the learning rate
+    decaying from `decay_from` of the plan to 0 at its end (`budget.train_for_budget`, as the demo trains)."""
     from rich.console import Console
 
     from counterfeit.device import resolve_device, seed_everything
     from counterfeit.train.loop import LoopConfig, resume_run, train
     from counterfeit.train.recipe import recipe_class
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a summary line stays one line in logs
     check_resume_or_overwrite(resume, overwrite)
     if resume is not None:
         check_resume_kind(resume, recipe_name)
         if ctx is not None:
             warn_options_ignored_on_resume(ctx)
         result = resume_run(resume, steps=steps, minutes=minutes, device=device, progress=not no_progress)
+    elif plan_minutes:
+        _train_planned(recipe_name, recipe_config, out=out, minutes=minutes, seed=seed, device=device,
+                       no_progress=no_progress, compile=compile, keep_best=keep_best, overwrite=overwrite,
+                       ctx=ctx, candidates=candidates, decay_from=decay_from, console=console)
+        return
     else:
         if steps is None:
             raise ValueError("a new run needs its step count (the command's default)")
-        dev = resolve_device(device)
-        seed_everything(seed)  # network initialisation happens when the recipe is built
-        recipe = recipe_class(recipe_name)(recipe_config, dev)
         loop = LoopConfig(steps=steps, minutes=minutes, seed=seed, log_every=log_every, metrics_every=metrics_every,
                           sample_every=sample_every, checkpoint_every=checkpoint_every, progress=not no_progress,
                           compile=compile, keep_best=keep_best)
-        result = train(recipe, loop, out, overwrite=overwrite)
+        if candidates > 1:
+            from counterfeit.train.budget import train_with_candidates
+
+            result = train_with_candidates(recipe_name, recipe_config, loop, out, candidates=candidates, device=device,
+                                           overwrite=overwrite)
+            console.print(_candidates_line(out))
+        else:
+            seed_everything(seed)  # network initialisation happens when the recipe is built
+            recipe = recipe_class(recipe_name)(recipe_config, resolve_device(device))
+            result = train(recipe, loop, out, overwrite=overwrite)
     from counterfeit.train.distributed import is_main_process
 
     if is_main_process():  # under torchrun, one summary
@@ -77,6 +91,47 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
                       f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
         console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")
     exit_if_signalled(result)
+
+
+PLAN_DERIVED = ("log_every", "sample_every", "checkpoint_every", "metrics_every")  # set by a --minutes plan
+
+
+def _train_planned(recipe_name: str, recipe_config: object, *, out: Path, minutes: float | None, seed: int,
+                   device: str, no_progress: bool, compile: bool, keep_best: bool, overwrite: bool,
+                   ctx: typer.Context | None, candidates: int, decay_from: float, console: Any) -> None:
+    """A new run whose steps are planned to fill `minutes` (see `run_recipe`), and its summary."""
+    import dataclasses
+
+    from counterfeit.errors import UserError
+    from counterfeit.train.budget import train_for_budget
+
+    if compile:
+        raise UserError("--compile with a --minutes plan: the first step's compiling would distort the plan; give "
+                        "--steps too")
+    if ctx is not None:
+        given = [f"--{name.replace('_', '-')}" for name in PLAN_DERIVED
+                 if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"]
+        if given:
+            typer.echo(f"note: {', '.join(given)} ignored: a --minutes plan without --steps logs every 10 steps, "
+                       "samples every fifth and checkpoints every quarter of the plan", err=True)
+    info = train_for_budget(recipe_name, dataclasses.asdict(recipe_config), 60.0 * minutes, out, seed=seed,
+                            device=device, progress=not no_progress, decay_from=decay_from, candidates=candidates,
+                            keep_best=keep_best, overwrite=overwrite)
+    if info["candidates"]:
+        console.print(_candidates_line(out))
+    stopped = f" (stopped early: {info['stopped_early']})" if info["stopped_early"] else ""
+    console.print(f"[bold]{recipe_name}[/]: {info['steps']} steps, planned to fill {minutes:g} min, trained in "
+                  f"{info['seconds']:.1f} s{stopped}; data wait {100 * info['data_wait_fraction']:.1f} % of the time")
+    console.print(f"results in {out}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+
+
+def _candidates_line(run_dir: Path) -> str:
+    """Which seed a run with candidates kept, and what each scored (from its candidates.json)."""
+    import json
+
+    tried = json.loads((Path(run_dir) / "candidates.json").read_text())
+    scores = ", ".join(f"seed {t['seed']} {t['value']:.1f} HU" + (" (kept)" if t["kept"] else "") for t in tried)
+    return f"candidates after {tried[0]['steps']} steps each, by {tried[0]['metric']}: {scores}"
 
 
 def describe_steps(result: Any) -> str:

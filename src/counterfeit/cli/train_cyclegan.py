@@ -17,7 +17,6 @@ from counterfeit.cli.options import (
     CheckpointEvery,
     Device,
     LogEvery,
-    Minutes,
     Compile,
     KeepBest,
     NoProgress,
@@ -32,6 +31,8 @@ from counterfeit.cli.options import (
 
 DEFAULT_STEPS = 3000  # of a new run; resuming finishes the run's own total
 Steps = steps_option(DEFAULT_STEPS)
+Minutes = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget. Without --steps: the steps are planned to fill it and the learning rate decays to 0 at its end, as the demo trains (re-planned twice from measured step times). With --steps, or with --resume: a limit; the run stops early with a checkpoint.")]
+Candidates = Annotated[int, typer.Option("--candidates", min=1, help="Start this many seeds (--seed, --seed+1, ...) for a quarter of the steps each, finish the one with the lowest validation MAE and delete the others: a CycleGAN can settle early in a bad mode (docs/mr2ct_ablation.md). The steps of the others come on top of --steps; a --minutes plan includes them. Needs the phantom's val split or --val-subjects.")]
 
 DEFAULT_PHANTOM_SUBJECTS = 10
 
@@ -101,6 +102,25 @@ def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | No
     return {"phantom": str(phantom.resolve())}
 
 
+def _check_run_plan(resume: Path | None, steps: int | None, minutes: float | None, candidates: int,
+                    mr: Path | None, val_subjects: int) -> bool:
+    """Check --candidates and --minutes against the rest; True if the steps are to be planned from --minutes."""
+    import os
+
+    from counterfeit.errors import UserError
+
+    plan = resume is None and minutes is not None and steps is None
+    if candidates > 1 and resume is not None:
+        raise UserError("--candidates chooses the seed of a new run; a resumed run goes on with its own")
+    if (candidates > 1 or plan) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--candidates and a --minutes plan (without --steps) train in one process; under torchrun "
+                        "give --steps")
+    if candidates > 1 and mr is not None and not val_subjects:
+        raise UserError("--candidates compares validation MAEs: with --mr/--ct add --val-subjects N "
+                        "(subjects whose CT is registered to the MR)")
+    return plan
+
+
 def _schedule(steps: int, decay_from: float) -> dict[str, int]:
     from counterfeit.errors import UserError
 
@@ -159,12 +179,14 @@ def train_cyclegan(
     no_progress: NoProgress = False,
     compile_: Compile = False,
     keep_best: KeepBest = False,
+    candidates: Candidates = 1,
 ) -> None:
     """Unpaired CycleGAN MR -> CT (Wolterink et al. 2017): Syn_CT, Syn_MR, Dis_CT, Dis_MR with least-squares losses.
 
     Use the model with `counterfeit synthesize --model RUN --input MR --output sCT`.
     """
     config = None
+    plan = _check_run_plan(resume, steps, minutes, candidates, mr, val_subjects)
     if resume is None:
         steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, validate_config
@@ -182,7 +204,8 @@ def train_cyclegan(
             setattr(config, key, value)
     run_recipe("cyclegan", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
-               metrics_every=metrics_every, keep_best=keep_best)
+               metrics_every=metrics_every, keep_best=keep_best, candidates=candidates, plan_minutes=plan,
+               decay_from=decay_from)
 
 
 @train_app.command("paired")
@@ -229,12 +252,14 @@ def train_paired(
     no_progress: NoProgress = False,
     compile_: Compile = False,
     keep_best: KeepBest = False,
+    candidates: Candidates = 1,
 ) -> None:
     """Paired MR -> CT baseline: one generator with L1 + least-squares adversarial loss on same-position slices.
 
     The phantom's paired CT is slightly misaligned, like real data. Use the model with `counterfeit synthesize`.
     """
     config = None
+    plan = _check_run_plan(resume, steps, minutes, candidates, mr, val_subjects)
     if resume is None:
         steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.train.recipes.mr2ct_common import apply_preset
@@ -250,4 +275,5 @@ def train_paired(
             setattr(config, key, value)
     run_recipe("paired", config, out=out, ctx=ctx, steps=steps, minutes=minutes, seed=seed, device=device, log_every=log_every,
                sample_every=sample_every, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite, no_progress=no_progress, compile=compile_,
-               metrics_every=metrics_every, keep_best=keep_best)
+               metrics_every=metrics_every, keep_best=keep_best, candidates=candidates, plan_minutes=plan,
+               decay_from=decay_from)

@@ -185,7 +185,7 @@ def _train_worker(recipe_name: str, options: dict[str, Any], seconds: float, run
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     signal.signal(signal.SIGTERM, _stop_worker)  # between training phases; training installs its own handler
     return train_for_budget(recipe_name, options, seconds, Path(run_dir), seed=seed, device="cpu", progress=False,
-                            candidates=candidates, keep_best=True)
+                            candidates=candidates, keep_best=True, overwrite=True)
 
 
 def _stop_worker(signum: int, frame: Any) -> None:
@@ -240,7 +240,7 @@ def _train(cfg: DemoConfig, model: str, root: Path, seconds: float) -> tuple[Pat
     _log(cfg, f"training {model} ({RECIPE_OF[model]}) for {seconds / 60:.1f} min")
     return run_dir, train_for_budget(RECIPE_OF[model], _recipe_options(cfg, model, root), seconds, run_dir,
                                      seed=cfg.seed, device=cfg.device, progress=cfg.progress,
-                                     candidates=_candidates(cfg, model), keep_best=True)
+                                     candidates=_candidates(cfg, model), keep_best=True, overwrite=True)
 
 
 def _candidates(cfg: DemoConfig, model: str) -> int:

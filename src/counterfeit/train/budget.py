@@ -19,10 +19,13 @@ error is cheaper than training each to the end.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
 import time
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +40,33 @@ SECOND_REPLAN_AT = 0.45  # fraction of the re-planned plan after which it re-pla
 
 
 def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, run_dir: Path, *, seed: int = 0,
-                     device: str = "auto", progress: bool = True, decay: bool = True, candidates: int = 1,
-                     probe_fraction: float = 0.25, keep_best: bool = False) -> dict[str, Any]:
-    """Train `recipe_name` with `options` for `seconds` of wall clock into a fresh `run_dir`.
+                     device: str = "auto", progress: bool = True, decay_from: float = 0.5, candidates: int = 1,
+                     probe_fraction: float = 0.25, keep_best: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train `recipe_name` with `options` for `seconds` of wall clock into `run_dir`.
 
     The run trains the first 10 % of a plan estimated from a few timed steps, re-plans from the
     step time it measured, resumes (exactly) to 45 % of the new plan, re-plans once more, and
     resumes to the end. With `candidates` = K > 1, seeds `seed`, `seed + 1`, ... each train the
     first `probe_fraction` of the plan; the one whose validation MAE is lowest is the one
     resumed, and the others are deleted. The plan counts the probes' steps, so the total still
-    fits `seconds`. `decay=False` keeps the learning rate constant. Returns steps, timing, the
-    resolved config and, with candidates, each one's seed and validation MAE (also written to
-    `run_dir/candidates.json`). `keep_best` validates 8 times per plan instead of 4 and keeps the checkpoint with
-    the lowest validation MAE, which inference then uses (`LoopConfig.keep_best`).
+    fits `seconds`. The learning rate decays linearly from `decay_from` of the plan to 0 at its end (1: constant;
+    at least 0.5, so that both re-plans fall before the decay). Returns steps, timing, the resolved config and, with
+    candidates, each one's seed and validation MAE (also written to `run_dir/candidates.json`). `keep_best`
+    validates 8 times per plan instead of 4 and keeps the checkpoint with the lowest validation MAE, which inference
+    then uses (`LoopConfig.keep_best`). A `run_dir` that holds a run is refused unless `overwrite`
+    (`loop.clear_run`: other files in it stay).
     """
-    from counterfeit.device import resolve_device, seed_everything
+    from counterfeit.device import resolve_device
     from counterfeit.train.checkpoint import read_best
     from counterfeit.train.loop import LoopConfig, RunStopped, train
     from counterfeit.train.recipe import recipe_class
 
-    if candidates < 1:
-        raise UserError(f"candidates must be >= 1, got {candidates}")
-    if candidates > 1 and not 0 < probe_fraction <= 0.5:
-        raise UserError(f"probe_fraction must be in (0, 0.5] (the constant-LR half of the plan), got {probe_fraction}")
+    _check_candidates(candidates, probe_fraction)
+    if not 0.5 <= decay_from <= 1.0:
+        raise UserError(f"a wall-clock budget re-plans its steps twice in the first half, at a constant learning rate: "
+                        f"the decay (--decay-from) can start at 0.5 of the plan or later (1: none), got {decay_from}")
+    run_dir = Path(run_dir)
+    _claim(run_dir, overwrite)
     dev = resolve_device(device)
     cls = recipe_class(recipe_name)
     step_budget = _affordable_steps(cls, dict(options), dev, seconds)
@@ -67,10 +74,9 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     # the kept run does `steps`; each of the other K-1 candidates costs probe_fraction of them
     first_plan = steps = max(10, int(step_budget / (1 + (candidates - 1) * probe_fraction)))
     start = max(1, round((probe_fraction if candidates > 1 else REPLAN_AT) * steps))
-    run_dir = Path(run_dir)
 
     def configured(plan: int) -> dict[str, Any]:
-        return {**options, "lr_decay_start": plan // 2, "lr_decay_end": plan if decay else 0}
+        return {**options, "lr_decay_start": int(decay_from * plan), "lr_decay_end": plan if decay_from < 1 else 0}
 
     def loop_config(run_seed: int, stop_at: int, plan: int, minutes: float | None) -> LoopConfig:
         return LoopConfig(steps=stop_at, minutes=minutes, seed=run_seed, log_every=10,
@@ -78,39 +84,16 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
                           metrics_every=max(plan // 8, 1) if keep_best else 0, keep_best=keep_best)
 
     def build(run_seed: int, plan: int) -> Any:
-        seed_everything(run_seed)
-        return cls(cls.Config(**configured(plan)), dev)
-
-    def fresh(path: Path) -> Path:
-        if path.exists():
-            shutil.rmtree(path)  # a budgeted run starts fresh; use `train --resume` to continue a run
-        return path
+        return _seeded(cls, cls.Config(**configured(plan)), dev, run_seed)
 
     started = time.time()
-    tried: list[dict[str, Any]] = []
-    paths: dict[int, Path] = {}
-    train_seconds = step_seconds = 0.0
-    start_steps = 0
-    for k in range(candidates):
-        paths[seed + k] = fresh(run_dir if candidates == 1 else run_dir.with_name(f"{run_dir.name}.candidate{k}"))
-        begun = train(build(seed + k, steps), loop_config(seed + k, start, steps, seconds / 60), paths[seed + k])
-        RunStopped.check(begun)  # Ctrl-C or SIGTERM: stop here, not in the next phase
-        train_seconds, step_seconds = train_seconds + begun.seconds, step_seconds + begun.step_seconds
-        start_steps += begun.steps_done
-        if candidates > 1:
-            metric, value = _validation_mae(begun.last_metrics)
-            tried.append({"seed": seed + k, "steps": begun.steps_done, "metric": metric, "value": value})
-    kept_seed = min(tried, key=lambda t: t["value"])["seed"] if tried else seed
-    for t in tried:
-        t["kept"] = t["seed"] == kept_seed
-        if not t["kept"]:
-            shutil.rmtree(paths[t["seed"]])
-    if tried:
-        paths[kept_seed].rename(fresh(run_dir))
+    begun = _start_candidates(lambda s: build(s, steps), lambda s: loop_config(s, start, steps, seconds / 60),
+                              range(seed, seed + candidates), run_dir)
+    train_seconds, kept_seed = begun.seconds, begun.kept_seed
 
     # Re-plan from the measured step time and go on to just before the LR decays; re-plan again from the
     # (longer, steadier) measurement of that stretch and finish. Both changes fall in the constant-LR half.
-    done, seconds_per_step = start, step_seconds / max(start_steps, 1)
+    done, seconds_per_step = start, begun.step_seconds / max(begun.steps, 1)
     for last in (False, True):
         left = seconds - (time.perf_counter() - t_start)
         steps = _replanned_steps(done, seconds_per_step, left)
@@ -129,8 +112,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
         done = result.steps_done
         if result.stopped_early:
             break
-    if tried:
-        atomic_write_text(run_dir / "candidates.json", json.dumps(tried, indent=2) + "\n")
+    tried = begun.tried
     wasted = sum(t["steps"] for t in tried if not t["kept"])
     return {"recipe": cls.name, "started": started, "steps": result.steps_done, "planned_steps": steps,
             "first_plan": first_plan, "steps_all_candidates": result.steps_done + wasted, "seconds": train_seconds,
@@ -138,6 +120,119 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
             "stopped_early": result.stopped_early, "data_wait_fraction": result.data_wait_fraction,
             "seed": kept_seed, "candidates": tried, "config": asdict(recipe.config),
             **({"best": read_best(run_dir)} if keep_best else {})}
+
+
+def train_with_candidates(recipe_name: str, config: Any, loop: Any, run_dir: Path, *, candidates: int,
+                          device: str = "auto", probe_fraction: float = 0.25, overwrite: bool = False) -> Any:
+    """A run of `loop.steps` steps whose seed is the best of `candidates`: seeds `loop.seed`, `loop.seed + 1`, ...
+    each train the first `probe_fraction` of the steps (in `<run_dir>.candidateK`), the one with the lowest
+    validation MAE goes on to the end in `run_dir`, the others are deleted. The kept run is the run its seed gives
+    alone, bitwise (resuming is exact). `loop.minutes` bounds all of it. Returns the loop's `TrainResult` of the
+    whole run (from step 0, with every candidate's training time), with `candidates.json` in `run_dir`.
+    """
+    from counterfeit.device import resolve_device
+    from counterfeit.train.loop import RunStopped, train
+    from counterfeit.train.recipe import recipe_class
+
+    _check_candidates(candidates, probe_fraction)
+    run_dir = Path(run_dir)
+    _claim(run_dir, overwrite)
+    dev = resolve_device(device)
+    cls = recipe_class(recipe_name)
+    t_start = time.perf_counter()
+    probe = max(1, round(probe_fraction * loop.steps))
+    begun = _start_candidates(lambda s: _seeded(cls, config, dev, s), lambda s: replace(loop, steps=probe, seed=s),
+                              range(loop.seed, loop.seed + candidates), run_dir)
+    minutes = loop.minutes - (time.perf_counter() - t_start) / 60 if loop.minutes is not None else None
+    rest = replace(loop, seed=begun.kept_seed, minutes=None if minutes is None else max(minutes, 1 / 60))
+    _record_plan(run_dir, config, replace(rest, minutes=loop.minutes))
+    result = train(_seeded(cls, config, dev, begun.kept_seed), rest, run_dir, resume=True)
+    RunStopped.check(result)
+    return replace(result, first_step=0, seconds=result.seconds + begun.seconds)
+
+
+@dataclass
+class _CandidatesStart:
+    kept_seed: int
+    tried: list[dict[str, Any]]  # per candidate: seed, steps, metric, value, kept (empty for a single seed)
+    seconds: float  # training time of all candidates
+    step_seconds: float  # of which in steps
+    steps: int  # steps of all candidates
+
+
+def _start_candidates(build: Callable[[int], Any], loop: Callable[[int], Any], seeds: Sequence[int],
+                      run_dir: Path) -> _CandidatesStart:
+    """Train each seed's run to `loop(seed).steps`; with several seeds, each in `<run_dir>.candidateK`, and the one
+    with the lowest validation MAE moves into `run_dir` (the others are deleted). One seed trains in `run_dir`."""
+    from counterfeit.train.loop import RunStopped, train
+
+    seeds = list(seeds)
+    paths = {s: run_dir if len(seeds) == 1 else _fresh(run_dir.with_name(f"{run_dir.name}.candidate{k}"))
+             for k, s in enumerate(seeds)}
+    tried: list[dict[str, Any]] = []
+    seconds = step_seconds = 0.0
+    steps = 0
+    for s in seeds:
+        begun = train(build(s), loop(s), paths[s])
+        RunStopped.check(begun)  # Ctrl-C or SIGTERM: stop here, not in the next phase
+        seconds, step_seconds, steps = seconds + begun.seconds, step_seconds + begun.step_seconds, steps + begun.steps_done
+        if len(seeds) > 1:
+            metric, value = _validation_mae(begun.last_metrics)
+            tried.append({"seed": s, "steps": begun.steps_done, "metric": metric, "value": value})
+    kept_seed = min(tried, key=lambda t: t["value"])["seed"] if tried else seeds[0]
+    for t in tried:
+        t["kept"] = t["seed"] == kept_seed
+        if not t["kept"]:
+            shutil.rmtree(paths[t["seed"]])
+    if tried:
+        _adopt(paths[kept_seed], run_dir)
+        atomic_write_text(run_dir / "candidates.json", json.dumps(tried, indent=2) + "\n")
+    return _CandidatesStart(kept_seed, tried, seconds, step_seconds, steps)
+
+
+def _check_candidates(candidates: int, probe_fraction: float) -> None:
+    if candidates < 1:
+        raise UserError(f"candidates must be >= 1, got {candidates}")
+    if candidates > 1 and not 0 < probe_fraction <= 0.5:
+        raise UserError(f"probe_fraction must be in (0, 0.5] (the constant-LR half of the plan), got {probe_fraction}")
+
+
+def _seeded(cls: type, config: Any, device: Any, seed: int) -> Any:
+    """The recipe as a run of `seed` builds it (network initialisation draws from the seeded generators)."""
+    from counterfeit.device import seed_everything
+
+    seed_everything(seed)
+    return cls(copy.deepcopy(config), device)
+
+
+def _claim(run_dir: Path, overwrite: bool) -> None:
+    """Refuse a `run_dir` that holds a run, or clear what training wrote there with `overwrite` (other files stay)."""
+    from counterfeit.train import checkpoint as ckpt
+    from counterfeit.train.loop import clear_run, existing_run_error
+
+    old = ckpt.list_checkpoints(run_dir)
+    if old and not overwrite:
+        raise existing_run_error(run_dir, old)
+    clear_run(run_dir)
+    (run_dir / "candidates.json").unlink(missing_ok=True)
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)  # a candidate's own folder, left by a stopped earlier attempt
+    return path
+
+
+def _adopt(candidate: Path, run_dir: Path) -> None:
+    """Move the kept candidate's run (checkpoints, logs, config) into `run_dir`, which may hold other files."""
+    from counterfeit.train.checkpoint import CHECKPOINT_DIR
+    from counterfeit.train.loop import RUN_OUTPUTS
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT_DIR, *RUN_OUTPUTS, "config.json"):
+        if (candidate / name).exists():
+            os.replace(candidate / name, run_dir / name)
+    shutil.rmtree(candidate)
 
 
 def _replanned_steps(done: int, seconds_per_step: float, seconds_left: float) -> int:

@@ -537,18 +537,29 @@ def _claim_run_dir(run_dir: Path, overwrite: bool, ctx: DistContext, device: tor
     """Refuse (on every rank) to start a fresh run over an existing one, or clear it with `overwrite`."""
     old = ckpt.list_checkpoints(run_dir) if ctx.is_main else []
     if any_rank(bool(old) and not overwrite, ctx, device):
-        where = f" (checkpoints up to step {old[-1].step})" if old else ""
-        raise UserError(f"{run_dir} already holds a training run{where}. Continue it with --resume {run_dir}, "
-                        f"replace it with --overwrite, or choose another --out.")
+        raise existing_run_error(run_dir, old)
     if ctx.is_main and overwrite:
-        ckpt.remove_checkpoints(run_dir)
-        for name in RUN_OUTPUTS:
-            path = run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        clear_run(run_dir)
     barrier(ctx)
+
+
+def existing_run_error(run_dir: Path, checkpoints: list[Any]) -> UserError:
+    """The error for a new run asked to start in a folder that holds one."""
+    where = f" (checkpoints up to step {checkpoints[-1].step})" if checkpoints else ""
+    return UserError(f"{run_dir} already holds a training run{where}. Continue it with --resume {run_dir}, "
+                     f"replace it with --overwrite, or choose another --out.")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what training wrote into `run_dir` (checkpoints and RUN_OUTPUTS); anything else in it stays, such as
+    the phantom a `train` command generated there."""
+    ckpt.remove_checkpoints(run_dir)
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _tensorboard(run_dir: Path, loop: LoopConfig) -> Any:
