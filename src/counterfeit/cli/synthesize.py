@@ -23,7 +23,7 @@ def synthesize(
     model: Annotated[Path, typer.Option("--model", help="Run directory of a trained model (cyclegan, paired or crn).")],
     input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="MR volume file, DICOM series folder, or folder of MR volumes.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "--out", "-o", help="Synthetic CT file (format from its extension) or folder; for --layout, the output folder.")] = None,
-    layout: Annotated[Optional[List[Path]], typer.Option("--layout", help="CRN runs: semantic layout PNG (repeat for several).")] = None,
+    layout: Annotated[Optional[List[Path]], typer.Option("--layout", help="CRN runs: semantic layout PNG (repeat for several). Writes <name>_k0.png ... (8-bit RGB; one-channel models: 16-bit grayscale, 0 ... 65535 spanning the network's [-1, 1], which for a phantom-ct run is -1024 ... 3000 HU linearly: HU = -1024 + value * 4024 / 65535) and <name>_montage.png.")] = None,
     input_name: Annotated[Optional[str], typer.Option("--input-name", help="Folder input with one sub-folder per subject: the MR file inside each (e.g. mr.nii.gz for a phantom root).")] = None,
     suffix: Annotated[str, typer.Option("--suffix", help="Folder input: extension of the outputs (.nii.gz, .nii, .mha, .mhd, .nrrd).")] = ".nii.gz",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 8,
