@@ -105,14 +105,13 @@ def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | No
 def _check_run_plan(resume: Path | None, steps: int | None, minutes: float | None, candidates: int,
                     mr: Path | None, val_subjects: int) -> bool:
     """Check --candidates and --minutes against the rest; True if the steps are to be planned from --minutes."""
-    import os
-
     from counterfeit.errors import UserError
+    from counterfeit.train.distributed import launched_world_size
 
     plan = resume is None and minutes is not None and steps is None
     if candidates > 1 and resume is not None:
         raise UserError("--candidates chooses the seed of a new run; a resumed run goes on with its own")
-    if (candidates > 1 or plan) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if (candidates > 1 or plan) and launched_world_size() > 1:
         raise UserError("--candidates and a --minutes plan (without --steps) train in one process; under torchrun "
                         "give --steps")
     if candidates > 1 and mr is not None and not val_subjects:

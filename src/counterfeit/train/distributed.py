@@ -36,9 +36,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def launched_world_size() -> int:
+    """Processes torchrun started for this job (1 without torchrun; readable before the process group exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun describes in the environment; a no-op for single-process runs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     if world <= 1:
         return DistContext(), device
     rank = int(os.environ["RANK"])
