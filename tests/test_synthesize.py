@@ -143,6 +143,14 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
     assert into == tmp_path / "folder" / "sub-a.nii.gz" and into.is_file()
     with pytest.raises(UserError, match="needs a volume extension"):  # a new name without one is still refused
         synthesize_path(run_dir, src, tmp_path / "not_there", "cpu")
+    # an output that would replace an input MR is refused before anything is written: a file into its own folder,
+    # a folder into itself, a file onto itself
+    before = (tmp_path / "in" / "sub-a.nii.gz").read_bytes()
+    for args in ((src, tmp_path / "in"), (tmp_path / "in", tmp_path / "in"), (src, src)):
+        with pytest.raises(UserError, match="would overwrite the input MR"):
+            synthesize_path(run_dir, *args, "cpu")
+    assert (tmp_path / "in" / "sub-a.nii.gz").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["sub-a.nii.gz", "sub-b.mha"]
     flat = tmp_path / "flat.nii.gz"
     write_volume(_mr().with_array(np.full(_mr().shape, 7.0, np.float32)), flat)
     with pytest.raises(UserError, match=r"flat\.nii\.gz: MR normalisation: the volume is constant"):

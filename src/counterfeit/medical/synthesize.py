@@ -129,7 +129,7 @@ def output_paths(input_path: Path, output_path: Path, *, input_name: str | None 
             output_path = output_path / f"{volume_stem(input_path)}{suffix}"
         if not output_path.name.lower().endswith(WRITE_SUFFIXES):
             raise UserError(f"{output_path}: the output file needs a volume extension ({', '.join(WRITE_SUFFIXES)})")
-        return [(input_path, output_path)]
+        return _not_over_inputs([(input_path, output_path)])
     if not suffix.lower().endswith(WRITE_SUFFIXES) or not suffix.startswith("."):
         raise UserError(f"output suffix {suffix!r} must be one of {', '.join(WRITE_SUFFIXES)}")
     if output_path.name.lower().endswith(WRITE_SUFFIXES):
@@ -142,7 +142,19 @@ def output_paths(input_path: Path, output_path: Path, *, input_name: str | None 
             raise InputFileError(input_path, "no volume files or DICOM series folders" +
                                  (hint if any(p.is_dir() for p in input_path.iterdir()) else ""))
     subjects = find_subject_volumes(input_path, input_name)
-    return [(path, output_path / f"{subject}{suffix}") for subject, path in sorted(subjects.items())]
+    return _not_over_inputs([(path, output_path / f"{subject}{suffix}") for subject, path in sorted(subjects.items())])
+
+
+def _not_over_inputs(pairs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Refuse, before anything is written, outputs that would replace an input MR (`--output` = the input's folder)."""
+    from counterfeit.errors import UserError
+
+    inputs = {src.resolve(): src for src, _ in pairs}
+    for src, dest in pairs:
+        if dest.resolve() in inputs:
+            raise UserError(f"{dest}: the synthetic CT would overwrite the input MR {inputs[dest.resolve()]}; "
+                            "give --output a folder or file of its own")
+    return pairs
 
 
 def _is_dicom_series(folder: Path) -> bool:
