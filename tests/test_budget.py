@@ -117,6 +117,13 @@ def test_keep_best_keeps_the_lowest_validation_mae_checkpoint_across_resumes(opt
         state4.update({f"{name}.{k}": v for k, v in load_file(str(run / "checkpoints" / "step_00000004" / f"{name}.safetensors")).items()})
     assert all(torch.equal(best[k], state4[k]) for k in best)
     assert any(not torch.equal(best[k], latest[k]) for k in best)
+    assert load_run(run, "cpu").checkpoint_choice == "best: lowest val_mae_hu, 96"  # what synthesize prints
+    damaged = run / "checkpoints" / "step_00000004" / "Syn_CT.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + bytes(8))
+    with pytest.warns(UserWarning, match="best checkpoint is unusable"):
+        fallback = load_run(run, "cpu")
+    assert fallback.checkpoint.name == "step_00000016"
+    assert fallback.checkpoint_choice == "newest: the best checkpoint is unusable"
     with pytest.raises(UserError, match="weights must be one of"):
         load_run(run, "cpu", weights="last")
 

@@ -165,7 +165,8 @@ def test_cli(run_dir, tmp_path):
                                       "--output", str(tmp_path / "sct.nii.gz"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "s per volume" in result.output and (tmp_path / "sct.nii.gz").is_file()
-    assert f"model: {run_dir / 'checkpoints' / 'step_00000002'} (--weights best)" in result.output  # which weights
+    # which weights, and why: this run kept no best checkpoint
+    assert f"model: {run_dir / 'checkpoints' / 'step_00000002'} (newest: the run kept no best checkpoint)" in result.output
     phantom = run_dir.parent / "phantom"
     result = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(phantom),
                                       "--input-name", "mr.nii.gz", "--output", str(tmp_path / "all"), "--device", "cpu"])
@@ -176,6 +177,7 @@ def test_cli(run_dir, tmp_path):
     latest = CliRunner().invoke(app, ["synthesize", "--model", str(run_dir), "--input", str(src), "--weights", "latest",
                                       "--output", str(tmp_path / "latest.nii.gz"), "--device", "cpu"])
     assert latest.exit_code == 0, latest.output  # a run without --keep-best: best and latest are the same checkpoint
+    assert "(newest)" in latest.output
     from counterfeit.data.volumes import read_volume
 
     assert np.array_equal(read_volume(tmp_path / "latest.nii.gz").array, read_volume(tmp_path / "sct.nii.gz").array)

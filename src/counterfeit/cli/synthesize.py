@@ -65,7 +65,7 @@ def synthesize(
     if input_path is None:
         raise UserError(f"{model} is a {kind} (MR -> CT) run: give --input MR (file or folder)")
     recipe = load_mr2ct_run(model, device, weights)
-    typer.echo(f"model: {recipe.checkpoint} (--weights {weights})")  # a damaged best checkpoint falls back
+    typer.echo(f"model: {recipe.checkpoint} ({recipe.checkpoint_choice})")
     results = synthesize_path(model, input_path, output, device, input_name=input_name, suffix=suffix,
                               batch_size=batch_size, model=recipe, dtype=dtype)
     for path, seconds in results:

@@ -252,12 +252,21 @@ def load_run(run_dir: str | Path, device: str | torch.device = "auto", weights: 
     run_dir = Path(run_dir)
     device = resolve_device(device) if isinstance(device, str) else device
     recipe, _ = build_recipe_from_run(run_dir, device)
-    info = (ckpt.best_checkpoint(run_dir) if weights == "best" else None) or ckpt.latest_checkpoint(run_dir)
+    best = ckpt.best_checkpoint(run_dir) if weights == "best" else None
+    info = best or ckpt.latest_checkpoint(run_dir)
     if info is None:
         raise UserError(f"{run_dir}: no usable checkpoint in {run_dir}/{ckpt.CHECKPOINT_DIR}")
     for name, net in recipe.nets.items():
         ckpt.load_weights(net, info.path / f"{name}.safetensors", device)
     recipe.checkpoint = info.path
+    if best is not None:
+        record = ckpt.read_best(run_dir)
+        recipe.checkpoint_choice = f"best: lowest {record['metric']}, {record['value']:.4g}"
+    elif weights == "best":  # no record (a run without keep_best), or a damaged best checkpoint (warned)
+        recipe.checkpoint_choice = "newest: " + ("the run kept no best checkpoint" if ckpt.read_best(run_dir) is None
+                                                 else "the best checkpoint is unusable")
+    else:
+        recipe.checkpoint_choice = "newest"
     recipe.train_mode(False)
     return recipe
 

@@ -98,6 +98,7 @@ class Recipe(abc.ABC):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.checkpoint: Path | None = None  # the checkpoint `load_run` took the weights from (inference)
+        self.checkpoint_choice = ""  # and why that one, in words
 
     # --- data -------------------------------------------------------------
     def setup_data(self) -> None:
