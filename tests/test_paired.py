@@ -281,3 +281,11 @@ def test_an_image_size_beyond_every_slice_warns(phantom):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build(tiny(phantom))  # 32 on 32x32 slices: no warning
+
+
+def test_torchrun_batch_that_does_not_split_is_refused_before_anything_starts(phantom, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before joining a process group
+    recipe = PairedRecipe(tiny(phantom, batch_size=3), torch.device("cpu"))
+    with pytest.raises(UserError, match=r"--batch-size 3 is the global batch.*2 processes.*--batch-size 2\)"):
+        train(recipe, LoopConfig(steps=1, progress=False), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

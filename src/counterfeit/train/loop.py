@@ -45,6 +45,7 @@ from counterfeit.train.distributed import (
     gather_to_main,
     init_distributed,
     is_main_process,
+    launched_world_size,
     sync_gradients_before_step,
 )
 from counterfeit.train.metrics_log import MetricsLog
@@ -324,6 +325,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     """
     loop.validate()
     run_dir = Path(run_dir)
+    _check_batch_splits(recipe)
     ctx, device = init_distributed(recipe.device)
     if device != recipe.device:
         raise UserError(f"recipe built on {recipe.device} but this rank uses {device}")
@@ -550,6 +552,15 @@ def _claim_run_dir(run_dir: Path, overwrite: bool, ctx: DistContext, device: tor
     if ctx.is_main and overwrite:
         clear_run(run_dir)
     barrier(ctx)
+
+
+def _check_batch_splits(recipe: Recipe) -> None:
+    """Under torchrun the batch size is the global batch, split evenly across the processes: say so before anything
+    starts (the first batch would otherwise fail on every rank, after the run folder exists)."""
+    world, batch = launched_world_size(), getattr(recipe.config, "batch_size", None)
+    if world > 1 and isinstance(batch, int) and batch % world:
+        raise UserError(f"--batch-size {batch} is the global batch, split evenly across the {world} processes: give a "
+                        f"multiple of {world} (e.g. --batch-size {world * max(1, batch // world)})")
 
 
 def existing_run_error(run_dir: Path, checkpoints: list[Any]) -> UserError:
