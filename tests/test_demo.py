@@ -71,3 +71,31 @@ def _validation_rows(csv_path: Path, key: str) -> list[tuple[int, float]]:
 def test_demo_rejects_a_budget_too_small(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="leaves no time to train"):
         run_demo(DemoConfig(out=tmp_path / "demo", minutes=0.05, subjects=4, shape=(8, 32, 32), progress=False))
+
+
+def test_demo_phantom_is_regenerated_when_the_options_change_and_a_given_one_is_never_written(tmp_path: Path) -> None:
+    from counterfeit.data.phantom import load_dataset
+    from counterfeit.medical.demo import demo_phantom
+
+    cfg = DemoConfig(out=tmp_path / "demo", subjects=4, shape=(8, 32, 32), progress=False)
+    root = demo_phantom(cfg)
+    assert root == tmp_path / "demo" / "phantom" and len(load_dataset(root)["subjects"]) == 4
+    stamp = (root / "dataset.json").stat().st_mtime_ns
+    assert demo_phantom(cfg) == root and (root / "dataset.json").stat().st_mtime_ns == stamp  # reused as it is
+    fewer = DemoConfig(out=tmp_path / "demo", subjects=3, shape=(8, 32, 32), progress=False)
+    assert len(load_dataset(demo_phantom(fewer))["subjects"]) == 3
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["sub-000", "sub-001", "sub-002"]  # none stale
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not only a phantom"):
+        demo_phantom(cfg)
+    empty = tmp_path / "mine"
+    empty.mkdir()
+    with pytest.raises(UserError, match="dataset.json"):  # --phantom DIR is read, never generated into
+        demo_phantom(DemoConfig(out=tmp_path / "demo2", phantom=empty, progress=False))
+    assert list(empty.iterdir()) == []
+
+
+def test_demo_refuses_a_budget_too_small_before_generating_anything(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"--minutes 1 leaves no time to train.*give at least"):
+        run_demo(DemoConfig(out=tmp_path / "demo", minutes=1, progress=False))  # the default 24 heads
+    assert not (tmp_path / "demo").exists()

@@ -62,9 +62,52 @@ def _log(cfg: DemoConfig, msg: str) -> None:
         Console(stderr=True).print(f"[bold cyan]demo[/] {msg}")
 
 
+DEMO_SPLITS = (0.625, 0.125, 0.25)
+
+
+def _training_seconds(cfg: DemoConfig, spent: float, n_test: int) -> float:
+    """What the budget leaves for training after `spent` seconds and the reserve for setup, synthesis and report
+    (their seconds measured generously at the default size, scaled by voxels); an error below 10 s."""
+    scale = float(np.prod(cfg.shape)) / (48 * 128 * 128)
+    reserve = SETUP_SECONDS + (20.0 + 6.0 * n_test) * scale
+    left = cfg.minutes * 60 - spent - reserve
+    if left < 10:
+        raise UserError(f"--minutes {cfg.minutes:g} leaves no time to train: data, synthesis and report take about "
+                        f"{(spent + reserve) / 60:.1f} min; give at least {(spent + reserve + 60) / 60:.1f} for a "
+                        "minute of training")
+    return left
+
+
+def demo_phantom(cfg: DemoConfig) -> Path:
+    """The demo's data: `cfg.phantom` as it is (never written to), or the phantom in `<out>/phantom`, generated (again)
+    unless the one there was made with this config's subjects, shape and seed."""
+    from counterfeit.data.phantom import generate_dataset, load_dataset
+
+    if cfg.phantom is not None:
+        load_dataset(cfg.phantom)  # a clear error if it is not a phantom: the demo does not write into a user's folder
+        return Path(cfg.phantom)
+    root = Path(cfg.out) / "phantom"
+    wanted = {"subjects": cfg.subjects, "shape": list(cfg.shape), "seed": cfg.seed}
+    if (root / "dataset.json").is_file():
+        made = load_dataset(root)
+        found = {"subjects": len(made["subjects"]), "shape": list(made.get("shape", [])), "seed": made.get("seed")}
+        if found == wanted:
+            return root
+        _log(cfg, f"the phantom in {root} was made with {found}, not {wanted}: generating it again")
+    if root.exists():
+        strays = [p.name for p in root.iterdir() if not (p.name == "dataset.json" or p.name.startswith("sub-"))]
+        if strays:
+            raise UserError(f"{root}: not only a phantom ({', '.join(strays[:3])} ...); the demo regenerates its "
+                            "phantom there: move those files or choose another --out")
+        shutil.rmtree(root)  # no stale subjects of a larger earlier phantom
+    _log(cfg, f"generating {cfg.subjects} phantom heads {cfg.shape} into {root}")
+    return generate_dataset(root, cfg.subjects, shape=cfg.shape, seed=cfg.seed, splits=DEMO_SPLITS,
+                            progress=cfg.progress)
+
+
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Run the whole demo into `cfg.out` and return the report paths and the numbers."""
-    from counterfeit.data.phantom import generate_dataset, load_dataset
+    from counterfeit.data.phantom import load_dataset
 
     if cfg.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {cfg.minutes}")
@@ -72,27 +115,22 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         raise UserError(f"--candidates must be >= 1, got {cfg.unpaired_candidates}")
     t_start = time.perf_counter()
     out = Path(cfg.out)
+    if cfg.phantom is None:  # before generating anything: a budget too small even without the phantom's time
+        from counterfeit.data.phantom import split_subjects
+
+        _training_seconds(cfg, 0.0, len(split_subjects([""] * cfg.subjects, DEMO_SPLITS)["test"]))
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. data
-    root = Path(cfg.phantom) if cfg.phantom else out / "phantom"
-    if not (root / "dataset.json").is_file():
-        _log(cfg, f"generating {cfg.subjects} phantom heads {cfg.shape} into {root}")
-        generate_dataset(root, cfg.subjects, shape=cfg.shape, seed=cfg.seed, splits=(0.625, 0.125, 0.25),
-                         progress=cfg.progress)
+    root = demo_phantom(cfg)
     info = load_dataset(root)
     test_ids = info["splits"].get("test") or []
     if not test_ids:
         raise UserError(f"{root}/dataset.json: the demo needs at least one subject in the 'test' split")
 
-    # 2. train both models for equal time on what the budget leaves after data, synthesis and report
-    # (their seconds measured generously at the default size, scaled by voxels): side by side on a
-    # multi-core CPU, each on its share of the cores, else one after the other
-    scale = float(np.prod(cfg.shape)) / (48 * 128 * 128)
-    reserve = SETUP_SECONDS + (20.0 + 6.0 * len(test_ids)) * scale
-    left = cfg.minutes * 60 - (time.perf_counter() - t_start) - reserve
-    if left < 10:
-        raise UserError(f"--minutes {cfg.minutes} leaves no time to train (need about {(reserve + 60) / 60:.1f} min)")
+    # 2. train both models for equal time on what the budget leaves: side by side on a multi-core CPU, each on its
+    # share of the cores, else one after the other
+    left = _training_seconds(cfg, time.perf_counter() - t_start, len(test_ids))
     threads = _side_by_side_threads(cfg)
     if threads:
         runs, train_info = _train_side_by_side(cfg, root, left, threads)
