@@ -74,7 +74,12 @@ def test_mode_coverage_on_hand_made_points() -> None:
         ]
     )
     m = mode_coverage(samples, modes, sigma=0.01)
-    assert m == {"modes_covered": 2, "n_modes": 3, "high_quality": pytest.approx(3 / 6), "per_mode_counts": [2, 1, 0]}
+    assert m == {"modes_covered": 2, "modes_well_covered": 2, "n_modes": 3, "high_quality": pytest.approx(3 / 6),
+                 "per_mode_counts": [2, 1, 0]}
+    # a mode with a few stray samples is covered by the spec's rule (one sample), not by PacGAN's (>= 20 % of a share)
+    few = np.concatenate([np.repeat(modes[:2], 300, axis=0), np.repeat(modes[2:], 6, axis=0)])
+    m = mode_coverage(few, modes, sigma=0.01)
+    assert (m["modes_covered"], m["modes_well_covered"], m["per_mode_counts"]) == (3, 2, [300, 300, 6])
     assert METRICS["toy_modes"] is mode_coverage and METRICS["toy_js"] is histogram_js
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         mode_coverage(np.zeros((3, 3)), modes, 0.01)
@@ -158,7 +163,8 @@ def test_extending_a_run_moves_its_decay(tmp_path) -> None:
     args = ["toy", "--dist", "ring8", "--out", str(out), "--frames", "1", "--g-hidden", "8", "--d-hidden", "8",
             "--batch-size", "16", "--metrics-every", "4", "--log-every", "2", "--no-progress"]
     assert CliRunner().invoke(app, [*args, "--steps", "4"]).exit_code == 0
-    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "8", "--no-progress"])
+    with pytest.warns(UserWarning, match="now ends at step 8"):
+        res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "8", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "steps 4 to 8" in res.output  # what this call did, not just the run's total
     assert json.loads((out / "config.json").read_text())["config"]["decay_steps"] == 8
@@ -302,7 +308,8 @@ def test_cli(tmp_path) -> None:
         assert (out / name).is_file(), name
     assert json.loads((out / "summary.json").read_text())["n_modes"] == 25
     assert torch.get_num_threads() == threads  # --threads does not leak into the caller
-    res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "9", "--no-progress"])
+    with pytest.warns(UserWarning, match="now ends at step 9"):
+        res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--steps", "9", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert json.loads((out / "summary.json").read_text())["steps"] == 9
     res = CliRunner().invoke(app, ["toy", "--resume", str(out), "--no-progress", "--lr-g", "0.5", "--steps", "9",

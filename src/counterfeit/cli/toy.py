@@ -90,7 +90,8 @@ def toy(
     verdict = "" if summary["target_met"] is None else ("  target met" if summary["target_met"] else "  target NOT met")
     console.print(
         f"[bold]toy {summary['dist']}[/] ({summary['loss']}): {describe_steps(result)} in {result.seconds:.1f} s; "
-        f"modes {summary['modes_covered']}/{summary['n_modes']}, high quality {100 * summary['high_quality']:.1f} %, "
+        f"modes {summary['modes_covered']}/{summary['n_modes']} ({summary['modes_well_covered']} with at least 20 % of "
+        f"an equal share), high quality {100 * summary['high_quality']:.1f} %, "
         f"JS {summary['js']:.3f} (real vs real {summary['js_real_vs_real']:.3f}){verdict}"
     )
     console.print(f"samples per mode: {summary['per_mode_counts']}")

@@ -149,7 +149,8 @@ class ToyRecipe(Recipe):
     log_labels = {
         "loss_d": "D loss",
         "loss_g": "G loss",
-        "modes_covered": "modes covered",
+        "modes_covered": "modes with ≥ 1 high-quality sample",
+        "modes_well_covered": "modes with ≥ 20 % of an equal share",
         "high_quality": "fraction of high-quality samples",
         "js": "Jensen–Shannon, real vs generated (binned)",
     }
@@ -231,7 +232,8 @@ class ToyRecipe(Recipe):
 
     def metrics(self, step: int) -> dict[str, float]:
         m = self.evaluate_samples(self.generate())
-        return {"modes_covered": float(m["modes_covered"]), "high_quality": m["high_quality"], "js": m["js"]}
+        return {"modes_covered": float(m["modes_covered"]), "modes_well_covered": float(m["modes_well_covered"]),
+                "high_quality": m["high_quality"], "js": m["js"]}
 
     @torch.no_grad()
     def discriminator_grid(self) -> tuple[np.ndarray, str]:
@@ -255,8 +257,8 @@ class ToyRecipe(Recipe):
         fake = self.generate()
         m = self.evaluate_samples(fake)
         d_grid, d_label = self.discriminator_grid()
-        title = (f"{self.config.dist}, {self.config.loss}: step {step}, modes {m['modes_covered']}/{m['n_modes']}, "
-                 f"high quality {100 * m['high_quality']:.0f}%")
+        title = (f"{self.config.dist}, {self.config.loss}: step {step}, modes {m['modes_covered']}/{m['n_modes']} "
+                 f"({m['modes_well_covered']} with ≥ 20 % of a share), high quality {100 * m['high_quality']:.0f}%")
         frame = render_toy_frame(self.eval_real, fake, self.dist.bounds, d_grid, d_label, title)
         save_png(frame, Path(out_dir) / f"{FRAME_PREFIX}{step:08d}.png")
 
@@ -305,6 +307,7 @@ def finish_toy_run(recipe: ToyRecipe, run_dir: str | Path, steps_done: int, seco
         "seconds": round(seconds, 2),
         "n_samples": int(len(samples)),
         "modes_covered": m["modes_covered"],
+        "modes_well_covered": m["modes_well_covered"],
         "n_modes": m["n_modes"],
         "high_quality": m["high_quality"],
         "per_mode_counts": m["per_mode_counts"],
