@@ -94,6 +94,10 @@ def test_resume_equals_uninterrupted(tmp_path):
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    # so are the weight files, byte for byte (what `sha256sum` would check)
+    manifests = [json.loads((tmp_path / r / "checkpoints" / "step_00000020" / "manifest.json").read_text())
+                 for r in ("full", "part")]
+    assert manifests[0]["files"]["model.safetensors"] == manifests[1]["files"]["model.safetensors"]
     # The metrics logs agree too (resume drops nothing and duplicates nothing).
     rows_a = (tmp_path / "full" / "metrics.csv").read_text().splitlines()
     rows_b = (tmp_path / "part" / "metrics.csv").read_text().splitlines()

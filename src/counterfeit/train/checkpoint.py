@@ -107,7 +107,9 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
         files: dict[str, str] = {}
         for name, net in nets.items():
             path = tmp / f"{name}.safetensors"
-            save_file(_contiguous_state(net), str(path), metadata={"net": name, "step": str(step)})
+            # one metadata entry: safetensors writes several in a per-process random order, so that the same
+            # weights would give files with other bytes (and another sha256) in another process
+            save_file(_contiguous_state(net), str(path), metadata={"checkpoint": f"{name} at step {step}"})
             files[path.name] = _sha256(path)
         buf = io.BytesIO()
         torch.save({"format": FORMAT_VERSION, "step": step, **state}, buf)
