@@ -241,3 +241,13 @@ def test_train_command_candidates_need_one_process_and_a_reference(options, tmp_
     folders = ["--mr", options["phantom"], "--ct", options["phantom"]]
     got = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), *folders, "--candidates", "2"])
     assert isinstance(got.exception, UserError) and "add --val-subjects" in str(got.exception)
+
+
+def test_train_command_names_only_the_outputs_a_run_wrote(options, tmp_path):
+    got = _cli(options, tmp_path / "zero", "--steps", "0", command="paired")
+    assert got.exit_code == 0, got.output
+    line = next(line for line in got.output.splitlines() if line.startswith("results in"))
+    assert "loss.png" not in line and "config.json" in line  # no step, no loss curve
+    got = _cli(options, tmp_path / "two", "--steps", "2", command="paired")
+    line = next(line for line in got.output.splitlines() if line.startswith("results in"))
+    assert "loss.png" in line and "checkpoints/" in line and "candidates.json" not in line

@@ -89,7 +89,7 @@ def run_recipe(recipe_name: str, recipe_config: object, *, out: Path, steps: int
     if is_main_process():  # under torchrun, one summary
         console.print(f"[bold]{recipe_name}[/]: {describe_steps(result)} in {result.seconds:.1f} s; "
                       f"data wait {100 * result.data_wait_fraction:.1f} % of the time")
-        console.print(f"results in {result.run_dir}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+        console.print(results_line(result.run_dir))
     exit_if_signalled(result)
 
 
@@ -122,7 +122,16 @@ def _train_planned(recipe_name: str, recipe_config: object, *, out: Path, minute
     stopped = f" (stopped early: {info['stopped_early']})" if info["stopped_early"] else ""
     console.print(f"[bold]{recipe_name}[/]: {info['steps']} steps, planned to fill {minutes:g} min, trained in "
                   f"{info['seconds']:.1f} s{stopped}; data wait {100 * info['data_wait_fraction']:.1f} % of the time")
-    console.print(f"results in {out}/ (metrics.csv, loss.png, samples/, checkpoints/)")
+    console.print(results_line(out))
+
+
+RUN_FILES = ("config.json", "metrics.csv", "loss.png", "samples/", "checkpoints/", "candidates.json")
+
+
+def results_line(run_dir: Path, names: tuple[str, ...] = RUN_FILES) -> str:
+    """Where the results are, naming only the outputs the run wrote (a run of 0 steps writes no loss curve)."""
+    written = [name for name in names if (Path(run_dir) / name.rstrip("/")).exists()]
+    return f"results in {run_dir}/ ({', '.join(written)})"
 
 
 def _candidates_line(run_dir: Path) -> str:

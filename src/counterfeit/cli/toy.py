@@ -20,6 +20,7 @@ from counterfeit.cli.options import (
     check_resume_kind,
     describe_steps,
     exit_if_signalled,
+    results_line,
     check_resume_or_overwrite,
     warn_options_ignored_on_resume,
     steps_option,
@@ -95,8 +96,7 @@ def toy(
         f"JS {summary['js']:.3f} (real vs real {summary['js_real_vs_real']:.3f}){verdict}"
     )
     console.print(f"samples per mode: {summary['per_mode_counts']}")
-    written = [name for name in TOY_OUTPUTS if (run_dir / name.rstrip("/")).exists()]
-    console.print(f"results in {run_dir}/ ({', '.join(written)})")
+    console.print(results_line(run_dir, TOY_OUTPUTS))
     exit_if_signalled(result)
 
 
