@@ -38,7 +38,8 @@ def plot_losses(metrics_csv: str | Path, out_png: str | Path, columns: list[str]
         pts = [(float(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, lw=1.2)
+            # a column evaluated only a few times (validation, SWD) would be a line too short to see: mark its points
+            ax.plot(xs, ys, lw=1.2, marker="o" if len(pts) <= 20 else None, markersize=3)
         ax.set_title(f"{labels[name]}\n{name}" if name in labels else name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

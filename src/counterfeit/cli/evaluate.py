@@ -57,7 +57,7 @@ def evaluate(
     )
     out_dir = out if out is not None else pred.resolve().parent / "evaluation"
     paths = write_metrics_table(rows, out_dir)
-    figure = plot_per_patient(rows, out_dir / "metrics.png")
+    figure = plot_per_patient(rows, out_dir / "metrics.png", title=f"{pred.name} against {ref.name}, inside the masks")
 
     keys = METRIC_KEYS
     summary = summarize(rows, keys)

@@ -397,10 +397,11 @@ def _write_report(cfg: DemoConfig, out: Path, summary: dict, rows: dict, volumes
         write_metrics_table(model_rows, out / "metrics", stem=name.replace(" ", "_").replace("→", "_to_"))
     slices = ReportFigure(_sample_figure(volumes, figures / "test_slices.png"),
                           "The axial slice with the most body of each of up to three test subjects: MR, both "
-                          "synthetic CTs, the real CT, and each model's absolute error (windows in the column titles).")
+                          "synthetic CTs, the real CT, and each model's absolute error (windows in the column titles; "
+                          "only the error inside the body mask is scored).")
     tr = summary["training"]
     bars = [ReportFigure(plot_per_patient([{k: r[k] for k in ("subject", "mae", "psnr", "ssim")} for r in rows[m]],
-                                          figures / f"per_patient_{m}.png"),
+                                          figures / f"per_patient_{m}.png", title=f"{m} model ({tr[m]['recipe']})"),
                          f"The {m} model ({tr[m]['recipe']}) per test subject: MAE, PSNR and SSIM inside the body "
                          "mask; the dashed line is the mean.") for m in MODELS]
     losses = []

@@ -105,8 +105,8 @@ def write_metrics_table(rows: Sequence[Mapping], out_dir: str | os.PathLike, ste
     return paths
 
 
-def plot_per_patient(rows: Sequence[Mapping], out_png: str | os.PathLike) -> Path:
-    """Bar chart, one panel per metric, one bar per patient, dashed line at the mean."""
+def plot_per_patient(rows: Sequence[Mapping], out_png: str | os.PathLike, title: str = "") -> Path:
+    """Bar chart, one panel per metric, one bar per patient, dashed line at the mean; `title` above (the model)."""
     # A bare Figure renders with Agg and touches no global pyplot state (safe in threads/servers).
     from matplotlib.figure import Figure
 
@@ -127,6 +127,7 @@ def plot_per_patient(rows: Sequence[Mapping], out_png: str | os.PathLike) -> Pat
         name, unit, _ = METRIC_FORMAT[key]
         ax.set_title(f"{name} ({unit})" if unit else name)
         ax.set_xticks(range(len(rows)), subjects, rotation=45, ha="right", fontsize=8)
+    fig.suptitle(f"{title} (dashed line: mean)" if title else "dashed line: mean", fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
