@@ -127,6 +127,13 @@ def test_folder_of_16bit_images_trains(tmp_path):
         _steps(recipe, 1)
     assert recipe.train_images.shape == (9, 1, 32, 32) and len(recipe.holdout_images) == 3
     assert recipe.train_images.min() > -0.5  # 16-bit values read at full scale, not black
+    import warnings
+
+    default = _recipe(dataset=None, images=str(folder), holdout=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default (256, at most a quarter) is capped without a word
+        default.setup_data()
+    assert len(default.holdout_images) == 3
 
 
 def test_resume_equals_uninterrupted_and_sample_command(tmp_path):

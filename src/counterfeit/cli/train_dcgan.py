@@ -50,7 +50,7 @@ def train_dcgan(
     ndf: Annotated[int, typer.Option("--ndf", help="Discriminator width (channels of its first layer).")] = 64,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4; 1e-4 for wgan-gp).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 64,
-    holdout: Annotated[int, typer.Option("--holdout", help="Real images held out for SWD and the memorisation check (at most a quarter of the data).")] = 256,
+    holdout: Annotated[Optional[int], typer.Option("--holdout", help="Real images held out for SWD and the memorisation check (default 256, at most a quarter of the data; a larger number asked for is capped with a warning).")] = None,
     interpolation: Annotated[str, typer.Option("--interpolation", help="Latent path of the interpolation strip: slerp | linear.")] = "slerp",
     fid_weights: Annotated[Optional[Path], typer.Option("--fid-weights", help="Local Inception-v3 weights (.pth/.safetensors): adds FID/KID to the metrics. Slow on CPU.")] = None,
     fid_variant: Annotated[str, typer.Option("--fid-variant", help="fid (pytorch-fid pt_inception-2015-12-05) | torchvision (inception_v3_google).")] = "fid",

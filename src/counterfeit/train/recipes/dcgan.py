@@ -43,6 +43,9 @@ DATASETS = ("folder", "phantom-mr", "phantom-ct", "digits")
 INTERPOLATIONS = ("slerp", "linear")
 
 
+DEFAULT_HOLDOUT = 256  # real images held out for SWD and the memorisation check, at most a quarter of the data
+
+
 @dataclass
 class DCGANConfig:
     """Options of `counterfeit train dcgan`; None means "the default for the chosen loss / data"."""
@@ -65,7 +68,7 @@ class DCGANConfig:
     lr: float | None = None  # None: 1e-4 for wgan-gp, else 2e-4
     betas: tuple[float, float] | None = None  # None: (0.0, 0.9) for wgan-gp, else (0.5, 0.999)
     batch_size: int = 64
-    holdout: int = 256  # real images held out for the metrics (at most a quarter of the data)
+    holdout: int | None = None  # real images held out for the metrics; None: DEFAULT_HOLDOUT (at most a quarter)
     sample_seed: int = 1234  # the fixed noise of the sample grid and interpolation strip
     grid_size: int = 64
     interp_rows: int = 6
@@ -108,7 +111,7 @@ class DCGANConfig:
         for name in ("z_dim", "ngf", "ndf", "n_critic", "batch_size", "grid_size", "interp_rows", "phantom_subjects"):
             need(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         need(self.interp_steps >= 2, f"--interp-steps must be >= 2, got {self.interp_steps}")
-        need(self.holdout >= 0, f"--holdout must be >= 0, got {self.holdout}")
+        need(self.holdout is None or self.holdout >= 0, f"--holdout must be >= 0, got {self.holdout}")
         need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         need(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), f"betas must be two numbers in [0, 1), got {self.betas}")
         need(self.gp_weight >= 0, f"--gp-weight must be >= 0, got {self.gp_weight}")
@@ -201,14 +204,18 @@ class DCGANRecipe(Recipe):
                                      n_subjects=c.phantom_subjects, root=c.phantom_dir)
         return check_images(images, c.image_size, c.channels, c.images or c.dataset)
 
+    @property
+    def holdout_wanted(self) -> int:
+        return DEFAULT_HOLDOUT if self.config.holdout is None else self.config.holdout
+
     def setup_data(self) -> None:
         from counterfeit.data.images import split_holdout
 
         if self.train_images is not None:
             return
         images = self.load_images()
-        self.train_images, self.holdout_images = split_holdout(images, self.config.holdout, self.config.data_seed)
-        if len(self.holdout_images) < self.config.holdout:
+        self.train_images, self.holdout_images = split_holdout(images, self.holdout_wanted, self.config.data_seed)
+        if self.config.holdout is not None and len(self.holdout_images) < self.config.holdout:  # asked for, not got
             import warnings
 
             warnings.warn(f"--holdout {self.config.holdout} capped at {len(self.holdout_images)}, a quarter of the "
@@ -309,7 +316,7 @@ class DCGANRecipe(Recipe):
 
         if self.train_images is None:
             return {}
-        reference = self.holdout_images if len(self.holdout_images) else self.train_images[: self.config.holdout or 64]
+        reference = self.holdout_images if len(self.holdout_images) else self.train_images[: self.holdout_wanted or 64]
         fake = self.generate(self.latents(len(reference), seed=self.config.sample_seed + 1)).numpy()
         out = sliced_wasserstein_distance(reference, fake, SWDSettings.cheap(), seed=0)
         if len(self.holdout_images):
