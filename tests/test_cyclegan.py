@@ -402,3 +402,23 @@ def test_d_norm_sets_the_discriminators_norm_only(phantom):
     assert norms(paired.nets["D"]) == set() and norms(paired.nets["G"]) == {nn.InstanceNorm2d}
     with pytest.raises(UserError, match="--d-norm"):
         build(tiny(phantom, d_norm="group"), data=False)
+
+
+def test_help_states_each_presets_value_as_the_configs_hold_it():
+    """The preset values quoted in `train cyclegan/paired --help` are the configs' and PRESETS' own."""
+    import re
+    import typing
+
+    from counterfeit.cli import train_cyclegan as cli
+    from counterfeit.train.recipes import paired
+    from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig
+
+    fields = {"ImageSize": "image_size", "Context": "context", "BatchSize": "batch_size", "Ngf": "ngf",
+              "Blocks": "n_blocks", "Ndf": "ndf", "DLayers": "d_layers", "Upsample": "upsample", "Generator": "generator"}
+    for option, field in fields.items():
+        text = typing.get_args(getattr(cli, option))[1].help
+        both = re.search(r"Both presets: (\w+)\.", text)
+        fast, paper = (both.group(1),) * 2 if both else re.search(r"Preset fast: (\w+); wolterink2017: (\w+)\.", text).groups()
+        for presets in (PRESETS, paired.PRESETS):
+            assert str(getattr(CycleGANConfig(), field)) == fast, option
+            assert str(presets["wolterink2017"].get(field, getattr(CycleGANConfig(), field))) == paper, option

@@ -169,7 +169,7 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--context must be an odd number of slices (1 = 2D, 3 = 2.5D), got {config.context}")
     for name in ("batch_size", "ngf", "ndf", "d_layers"):
         if getattr(config, name) < 1:
-            raise UserError(f"{name} must be >= 1, got {getattr(config, name)}")
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.n_blocks < 0:
         raise UserError(f"--blocks must be >= 0, got {config.n_blocks}")
     if config.val_subjects < 0:
