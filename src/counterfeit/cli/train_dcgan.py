@@ -34,7 +34,7 @@ _DATASET_HELP = "folder (with --images) | phantom-mr | phantom-ct (slices of the
 def train_dcgan(
     ctx: typer.Context,
     out: Out = Path("runs/dcgan"),
-    images: Annotated[Optional[Path], typer.Option("--images", help="Folder of PNG/TIFF/JPEG images (8- or 16-bit, searched recursively).")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder of PNG/TIFF/JPEG images (8- or 16-bit, searched recursively); each is cut to its central square and resized to --image-size.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help=_DATASET_HELP + " Default: folder with --images, else phantom-mr.")] = None,
     scale: Annotated[str, typer.Option("--scale", help="Folder images: dtype (divide by 255 / 65535) | minmax (stretch each image).")] = "dtype",
     phantom_dir: Annotated[Optional[Path], typer.Option("--phantom-dir", help="phantom-*: slice this phantom folder (`counterfeit phantom`) instead of rendering subjects in memory.")] = None,
