@@ -95,6 +95,33 @@ def test_failed_write_leaves_previous_file_untouched(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
 
 
+@pytest.mark.parametrize("name", ["out.nii.gz", "out.nii", "out.mha", "out.nrrd", "out.mhd"])
+def test_a_write_that_silently_falls_short_is_an_error(tmp_path, monkeypatch, name):
+    """ITK's NIfTI writer prints a full disk's error and returns: the incomplete file must not be renamed into place."""
+    import SimpleITK as sitk
+
+    real = sitk.WriteImage
+
+    def disk_full(img, path, *args):
+        real(img, path, *args)
+        target = path[: -len(".mhd")] + ".raw" if path.endswith(".mhd") else path
+        with open(target, "r+b") as fh:
+            fh.truncate(max(0, len(open(target, "rb").read()) // 2))
+
+    monkeypatch.setattr(sitk, "WriteImage", disk_full)
+    with pytest.raises(UserError, match="incomplete: is the disk full"):
+        write_volume(_volume(), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["u.MHA", "u.Mhd", "u.NII.GZ", "u.Nrrd"])
+def test_upper_case_extensions_write_whole_volumes(tmp_path, name):
+    vol = _volume()
+    write_volume(vol, tmp_path / name)
+    np.testing.assert_array_equal(read_volume(tmp_path / name).array, vol.array)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
 def test_unsupported_output_format(tmp_path):
     with pytest.raises(UserError) as err:
         write_volume(_volume(), tmp_path / "v.png")

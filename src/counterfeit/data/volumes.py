@@ -152,8 +152,10 @@ def _read_file(path: Path) -> "sitk.Image":
         raise InputFileError(path, "file is empty")
     # ITK allocates what a header claims before reading, and zero-fills truncated NIfTI data.
     check_volume_header(path)
+    # ITK chooses MetaImage's reader by a case-sensitive extension: name it for `CT.MHA` (NIfTI and NRRD sniff content)
+    io = "MetaImageIO" if path.name.lower().endswith((".mha", ".mhd")) else ""
     try:
-        return sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path), imageIO=io)
     except RuntimeError as err:
         return _raise_unreadable(path, err)
 
@@ -259,12 +261,25 @@ def write_volume(vol: Volume, path: str | os.PathLike, *, dtype: str | None = No
         _write_mhd(img, path)
         return path
     compress = not name.endswith(".nii")  # .nii.gz is always gzipped; .mha/.nrrd get zlib too
-    with atomic_path(path) as tmp:
+    # the temporary file ends in the lower-case suffix: ITK picks its writer by a case-sensitive extension
+    suffix = max((s for s in WRITE_SUFFIXES if name.endswith(s)), key=len)
+    with atomic_path(path, suffix=suffix) as tmp:
         try:
             sitk.WriteImage(img, str(tmp), compress, 1)  # level 1: nearly as small, several times faster
         except RuntimeError as err:
             raise _write_error(path, err) from None
+        _check_written(tmp, path)
     return path
+
+
+def _check_written(tmp: Path, path: Path) -> None:
+    """ITK's NIfTI writer reports a full disk on stderr and returns: check that all the data reached the file."""
+    try:
+        check_volume_header(tmp)
+        if tmp.stat().st_size == 0:
+            raise InputFileError(tmp, "empty")
+    except InputFileError:
+        raise UserError(f"{path}: cannot write volume (the file came out incomplete: is the disk full?)") from None
 
 
 def _cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
@@ -284,7 +299,7 @@ def _write_mhd(img: "sitk.Image", path: Path) -> None:
     import SimpleITK as sitk
 
     raw = path.with_suffix(".raw")
-    with atomic_path(path) as tmp_header, atomic_path(raw) as tmp_raw:
+    with atomic_path(path, suffix=".mhd") as tmp_header, atomic_path(raw) as tmp_raw:
         written_raw = tmp_header.with_suffix(".raw")  # SimpleITK names the sidecar after the header
         try:
             sitk.WriteImage(img, str(tmp_header), False)
@@ -293,6 +308,8 @@ def _write_mhd(img: "sitk.Image", path: Path) -> None:
             raise _write_error(path, err) from None
         finally:
             written_raw.unlink(missing_ok=True)
+        if tmp_raw.stat().st_size < img.GetNumberOfPixels() * img.GetSizeOfPixelComponent():
+            raise UserError(f"{path}: cannot write volume (the data file came out incomplete: is the disk full?)")
         header = tmp_header.read_text()
         header = re.sub(r"(?m)^ElementDataFile\s*=.*$", f"ElementDataFile = {raw.name}", header)
         tmp_header.write_text(header)
