@@ -151,6 +151,15 @@ def test_fresh_run_refuses_a_folder_with_a_run_and_overwrite_replaces_it(tmp_pat
     (tmp_path / "other" / "notes.txt").write_text("keep me")
     train(_recipe(), _loop(2), tmp_path / "other")
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"
+    # --overwrite in a folder that holds no run deletes nothing of what is there, even under a run output's name
+    mine = tmp_path / "mine"
+    (mine / "samples").mkdir(parents=True)
+    (mine / "samples" / "important.png").write_bytes(b"x")
+    (mine / "metrics.csv").write_text("mine\n")
+    from counterfeit.train.loop import clear_run
+
+    clear_run(mine)
+    assert (mine / "samples" / "important.png").read_bytes() == b"x" and (mine / "metrics.csv").read_text() == "mine\n"
 
 
 def test_a_run_stopped_before_its_first_log_row_still_checkpoints(tmp_path):

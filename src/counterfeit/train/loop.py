@@ -572,7 +572,10 @@ def existing_run_error(run_dir: Path, checkpoints: list[Any]) -> UserError:
 
 def clear_run(run_dir: Path) -> None:
     """Delete what training wrote into `run_dir` (checkpoints and RUN_OUTPUTS); anything else in it stays, such as
-    the phantom a `train` command generated there."""
+    the phantom a `train` command generated there. A folder that holds no run (no config.json, no checkpoints) is
+    left alone: a `samples/` or `metrics.csv` there is someone else's."""
+    if not (run_dir / "config.json").is_file() and not (run_dir / ckpt.CHECKPOINT_DIR).is_dir():
+        return
     ckpt.remove_checkpoints(run_dir)
     for name in RUN_OUTPUTS:
         path = run_dir / name
