@@ -251,3 +251,23 @@ def test_keep_best_without_a_validation_mae_warns_once_and_uses_the_newest(tmp_p
         train(_recipe(), _loop(12, metrics_every=2, keep_best=True), tmp_path)
     assert sum("no validation MAE" in str(w.message) for w in caught) == 1
     assert ckpt.read_best(tmp_path) is None and load_run(tmp_path, "cpu") is not None
+
+
+def test_output_locations_that_cannot_hold_a_run_are_one_line_errors(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from counterfeit.atomic import OutputError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="a file, not a run folder"):
+        train(_recipe(), _loop(2), tmp_path / "file")
+    with pytest.raises(OutputError, match="cannot create the run folder"):
+        train(_recipe(), _loop(2), tmp_path / "file" / "run")
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    with pytest.raises(OutputError, match="cannot write checkpoint.*No space left"):
+        train(_recipe(), _loop(2), tmp_path / "full")
+    assert not list((tmp_path / "full" / "checkpoints").glob(".step_*"))  # no half-written checkpoint left

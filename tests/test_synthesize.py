@@ -138,6 +138,11 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["sub-a.nii", "sub-b.nii"]  # no temp files left
     with pytest.raises(UserError, match="must be a folder"):
         synthesize_path(run_dir, tmp_path / "in", tmp_path / "x.nii.gz", "cpu")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="must be a folder"):  # an existing file of another kind
+        synthesize_path(run_dir, tmp_path / "in", tmp_path / "notes.txt", "cpu")
+    with pytest.raises(UserError, match="cannot create the output folder"):  # before any volume is computed
+        synthesize_path(run_dir, tmp_path / "in", tmp_path / "notes.txt" / "sub", "cpu")
     # one file into an existing folder: named after the input, with the output suffix
     [(into, _)] = synthesize_path(run_dir, src, tmp_path / "folder", "cpu")
     assert into == tmp_path / "folder" / "sub-a.nii.gz" and into.is_file()

@@ -132,7 +132,7 @@ def output_paths(input_path: Path, output_path: Path, *, input_name: str | None 
         return _not_over_inputs([(input_path, output_path)])
     if not suffix.lower().endswith(WRITE_SUFFIXES) or not suffix.startswith("."):
         raise UserError(f"output suffix {suffix!r} must be one of {', '.join(WRITE_SUFFIXES)}")
-    if output_path.name.lower().endswith(WRITE_SUFFIXES):
+    if output_path.name.lower().endswith(WRITE_SUFFIXES) or (output_path.exists() and not output_path.is_dir()):
         raise UserError(f"{output_path}: the input is a folder, so the output must be a folder too")
     if input_name is None:
         from counterfeit.data.volumes import list_volumes
@@ -173,10 +173,16 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     output atomically in the format its extension names (HU as `dtype`: float32, or int16 rounded), and returns
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
+    from counterfeit.atomic import OutputError
     from counterfeit.data.volumes import read_volume, write_volume
     from counterfeit.errors import InputFileError, UserError
 
     pairs = output_paths(Path(input_path), Path(output_path), input_name=input_name, suffix=suffix)
+    for folder in {dest.parent for _, dest in pairs}:  # before any volume is computed
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
     if model is None:
         model = load_mr2ct_run(Path(model_dir), device, weights)
     results = []

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from counterfeit.atomic import OutputError, _fsync_dir, atomic_write_text
@@ -125,9 +126,9 @@ def save_checkpoint(run_dir: Path, step: int, nets: dict[str, torch.nn.Module], 
             _remove_atomically(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-    except OSError as err:
+    except (OSError, SafetensorError) as err:  # safetensors reports a full disk in its own exception
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{final}: cannot write checkpoint ({err.strerror or err})") from None
+        raise OutputError(f"{final}: cannot write checkpoint ({getattr(err, 'strerror', None) or err})") from None
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         if old.step != protect:
             _remove_atomically(old.path)

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 import counterfeit
-from counterfeit.atomic import atomic_write_text
+from counterfeit.atomic import OutputError, atomic_write_text
 from counterfeit.device import resolve_device, seed_everything
 from counterfeit.errors import UserError
 from counterfeit.train import checkpoint as ckpt
@@ -331,10 +331,15 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         raise UserError(f"recipe built on {recipe.device} but this rank uses {device}")
 
     seed_everything(loop.seed)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: a file, not a run folder; choose another --out")
     if not resume:
         _claim_run_dir(run_dir, overwrite, ctx, device)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
         if not resume:
             write_run_config(run_dir, recipe, loop, ctx)
     recipe.setup_data()
