@@ -340,3 +340,13 @@ def test_cli(tmp_path) -> None:
     assert "summary.json" in zero.output and "loss.png" not in zero.output
     bad = CliRunner().invoke(app, ["toy", "--dist", "moons", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, UserError) and "--dist must be one of" in str(bad.exception)
+
+
+@pytest.mark.parametrize("command", [["toy"], ["train", "paired"], ["phantom"], ["demo"]])
+def test_seeds_outside_what_the_generators_take_are_refused_up_front(tmp_path, command) -> None:
+    from counterfeit.cli import app
+
+    for seed in ("-1", str(2**32)):
+        res = CliRunner().invoke(app, [*command, "--seed", seed, "--out", str(tmp_path / "out")])
+        assert res.exit_code == 2 and "--seed" in res.output, res.output
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Demo folder: phantom, runs, synthetic CTs, report.")] = Path("runs/demo"),
     minutes: Annotated[float, typer.Option("--minutes", help="Total wall-clock budget (data + training + report).")] = 10.0,
     subjects: Annotated[int, typer.Option("--subjects", help="Phantom heads (62.5 % train, 12.5 % val, 25 % test).")] = 24,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the phantom and of both trainings (the unpaired candidates take --seed, --seed+1, ...).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the phantom and of both trainings (the unpaired candidates take --seed, --seed+1, ...).")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]")] = "auto",
     phantom: Annotated[Optional[Path], typer.Option("--phantom", help="Use this phantom dataset (`counterfeit phantom`), only read, instead of <out>/phantom, which is generated, and generated again when --subjects or --seed change.")] = None,
     sequential: Annotated[bool, typer.Option("--sequential", help="Train the two models one after the other on all cores "

@@ -22,7 +22,7 @@ def steps_option(default: int) -> Any:
 
 
 Minutes = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget; stops early with a checkpoint.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, data order, noise).")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Random seed (weights, data order, noise).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N]; auto prefers CUDA.")]
 LogEvery = Annotated[int, typer.Option("--log-every", help="Steps between metrics.csv rows.")]
 SampleEvery = Annotated[int, typer.Option("--sample-every", help="Steps between sample pictures (0: end only).")]

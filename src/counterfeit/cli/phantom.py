@@ -13,7 +13,7 @@ from counterfeit.cli.app import app, train_app  # noqa: F401
 def phantom(
     out: Path = typer.Option(..., "--out", help="Output folder: sub-XXX/ subject folders and dataset.json."),
     subjects: int = typer.Option(20, "--subjects", help="Number of subjects."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same data set."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed: the same seed gives the same data set."),
     shape: str = typer.Option("64,128,128", "--shape", help="Volume size Z,Y,X in voxels (the field of view stays the same)."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png: MR/CT/mask slices of a few subjects."),
     aligned: bool = typer.Option(False, "--aligned", help="CT exactly aligned to the MR (default: slightly misaligned, like real paired data)."),

@@ -20,7 +20,7 @@ def sample(
     steps: Annotated[int, typer.Option("--steps", help="--interpolate: images per row, ends included.")] = 10,
     method: Annotated[Optional[str], typer.Option("--method", help="--interpolate: slerp | linear (default: the run's setting).")] = None,
     nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, help="Images per grid row (default: square grid).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the latent vectors.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**32 - 1, help="Seed of the latent vectors.")] = 0,
     bit_depth: Annotated[int, typer.Option("--bit-depth", help="8, or 16 (grayscale .png or .tif).")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")] = "auto",
 ) -> None:
