@@ -289,3 +289,10 @@ def test_torchrun_batch_that_does_not_split_is_refused_before_anything_starts(ph
     with pytest.raises(UserError, match=r"--batch-size 3 is the global batch.*2 processes.*--batch-size 2\)"):
         train(recipe, LoopConfig(steps=1, progress=False), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_learning_rate_of_nan_is_an_option_error(phantom):
+    from counterfeit.train.recipes.mr2ct_common import validate_common
+
+    with pytest.raises(UserError, match="--lr must be a finite number > 0, got nan"):
+        validate_common(tiny(phantom, lr=float("nan")))

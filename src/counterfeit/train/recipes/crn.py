@@ -123,6 +123,8 @@ class CRNRecipe(Recipe):
             raise UserError(f"crn: dataset must be one of {DATASETS}, got {c.dataset!r}")
         if c.k < 1 or c.batch_size < 1:
             raise UserError(f"crn: k and batch size must be >= 1, got k={c.k}, batch size={c.batch_size}")
+        if not (0 < c.lr < float("inf") and 0 < c.d_lr < float("inf")):  # also refuses NaN
+            raise UserError(f"crn: learning rates must be finite numbers > 0, got --lr {c.lr} (D: {c.d_lr})")
         if c.adv_weight < 0 or (c.adv_weight > 0 and c.gan_objective not in ADV_OBJECTIVES):
             raise UserError(f"crn: adversarial weight must be >= 0 and the objective one of {ADV_OBJECTIVES}")
         self.sizes = cascade_sizes(c.height, c.width, c.base_height)

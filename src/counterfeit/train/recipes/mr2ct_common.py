@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -176,8 +177,8 @@ def validate_common(config: MR2CTConfig) -> int:
         raise UserError(f"--val-subjects must be >= 0, got {config.val_subjects}")
     if config.val_subjects and config.phantom:
         raise UserError("--val-subjects is for --mr/--ct folders; a phantom has its own val split")
-    if config.lr <= 0:
-        raise UserError(f"--lr must be > 0, got {config.lr}")
+    if not 0 < config.lr < math.inf:  # also refuses NaN
+        raise UserError(f"--lr must be a finite number > 0, got {config.lr}")
     if config.ct_scale not in CT_SCALES:
         raise UserError(f"--ct-scale must be one of {', '.join(CT_SCALES)}, got {config.ct_scale!r}")
     if not config.asinh_width > 0:
