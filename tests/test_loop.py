@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import warnings
@@ -271,3 +272,30 @@ def test_output_locations_that_cannot_hold_a_run_are_one_line_errors(tmp_path, m
     with pytest.raises(OutputError, match="cannot write checkpoint.*No space left"):
         train(_recipe(), _loop(2), tmp_path / "full")
     assert not list((tmp_path / "full" / "checkpoints").glob(".step_*"))  # no half-written checkpoint left
+
+
+def test_a_run_stopped_between_log_rows_logs_the_same_rows_once_resumed(tmp_path, monkeypatch):
+    """The losses summed since the last metrics.csv row go into the checkpoint: the first row after a resume averages
+    the same steps as the uninterrupted run's, not only the steps since the resume."""
+    import os
+    import signal
+
+    train(_recipe(), _loop(20, log_every=4), tmp_path / "full")
+    step_once = RegressionRecipe.train_step
+
+    def interrupted_at_step_6(self, batch, step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # handled by the loop: it finishes this step, saves and stops
+        return step_once(self, batch, step)
+
+    monkeypatch.setattr(RegressionRecipe, "train_step", interrupted_at_step_6)
+    stopped = train(_recipe(), _loop(20, log_every=4), tmp_path / "part")
+    assert stopped.steps_done == 6 and stopped.stopped_early
+    monkeypatch.setattr(RegressionRecipe, "train_step", step_once)
+    resume_run(tmp_path / "part", device="cpu", progress=False)
+
+    def losses(run: str) -> list[tuple[str, str]]:
+        with open(tmp_path / run / "metrics.csv", newline="") as fh:
+            return [(r["step"], r["loss"]) for r in csv.DictReader(fh)]
+
+    assert losses("part") == losses("full")  # bitwise, as written

@@ -366,6 +366,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
         recipe.load_extra_state(own.get("extra", {}))
         ckpt.set_rng_state(own["rng"])
         start, elapsed_before = int(state["step"]), float(state.get("elapsed", 0.0))
+        window = state.get("log_window", {"sums": {}, "count": 0})  # checkpoints before it started a new window
 
     if ctx.world > 1:
         for net in recipe.nets.values():
@@ -388,6 +389,9 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                 "schedulers": {k: s.state_dict() for k, s in recipe.schedulers.items()},
                 **own,
                 "elapsed": elapsed,
+                # the losses summed since the last metrics.csv row: a run stopped between rows logs, once resumed,
+                # the row the uninterrupted run would have
+                "log_window": {"sums": dict(sums), "count": count},
                 **({"other_ranks": other_ranks} if ctx.world > 1 else {}),
             }
             ckpt.save_checkpoint(run_dir, step, recipe.nets, state, keep=loop.keep_checkpoints,
@@ -404,8 +408,8 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     restore_forwards = compile_for_training(recipe.nets) if loop.compile else None
     t0 = time.perf_counter()
     data_wait = step_seconds = 0.0
-    sums: dict[str, float] = {}
-    count = 0
+    sums: dict[str, float] = dict(window["sums"]) if resume else {}
+    count = int(window["count"]) if resume else 0
     last_losses: dict[str, float] = {}
     last_metrics: dict[str, float] = {}
     stopped: str | None = None
