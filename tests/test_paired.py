@@ -296,3 +296,19 @@ def test_a_learning_rate_of_nan_is_an_option_error(phantom):
 
     with pytest.raises(UserError, match="--lr must be a finite number > 0, got nan"):
         validate_common(tiny(phantom, lr=float("nan")))
+
+
+def test_train_without_data_regenerates_its_phantom_when_the_options_change(tmp_path):
+    from typer.testing import CliRunner
+
+    from counterfeit.cli import app
+
+    tiny_args = ["train", "paired", "--out", str(tmp_path / "run"), "--phantom-shape", "8,32,32", "--image-size", "32",
+                 "--ngf", "4", "--blocks", "1", "--ndf", "4", "--d-crop", "24", "--steps", "1", "--no-progress",
+                 "--device", "cpu"]
+    first = CliRunner().invoke(app, [*tiny_args, "--phantom-subjects", "3"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, [*tiny_args, "--phantom-subjects", "4", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "generating it again" in again.output
+    assert len(load_dataset(tmp_path / "run" / "phantom")["subjects"]) == 4  # it trained on the phantom asked for

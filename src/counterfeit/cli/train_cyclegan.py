@@ -87,15 +87,12 @@ def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | No
                 raise InputFileError(path, "folder not found" if not path.exists() else "is not a folder")
         return {"mr_dir": str(mr.resolve()), "ct_dir": str(ct.resolve()), "mask_dir": str(mask.resolve()) if mask else None,
                 "val_subjects": val_subjects}
-    if phantom is None:
-        phantom = out / "phantom"
-        if not (phantom / "dataset.json").is_file():
-            from counterfeit.cli.phantom import parse_shape
-            from counterfeit.data.phantom import generate_dataset
+    if phantom is None:  # no data given: the command's own phantom in <out>/phantom, made with these options
+        from counterfeit.cli.phantom import parse_shape
+        from counterfeit.data.phantom import phantom_in
 
-            shape = parse_shape(phantom_shape)
-            typer.echo(f"no data given: generating a {phantom_subjects}-subject phantom in {phantom}", err=True)
-            generate_dataset(phantom, phantom_subjects, shape=shape, seed=seed)
+        phantom = phantom_in(out / "phantom", phantom_subjects, shape=parse_shape(phantom_shape), seed=seed,
+                             say=lambda message: typer.echo(f"no data given: {message}", err=True))
     from counterfeit.data.phantom import load_dataset
 
     load_dataset(phantom)  # a clear error now rather than after building the networks

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -350,6 +350,32 @@ def _write_subject(job: tuple) -> str:
     for name, filename in FILES.items():
         write_volume(volumes[name], Path(folder) / filename, dtype=_FILE_DTYPES[name])
     return Path(folder).name
+
+
+def phantom_in(root: Path, n_subjects: int, *, shape: Sequence[int] = DEFAULT_SHAPE, seed: int = 0,
+               splits: Sequence[float] = (0.6, 0.2, 0.2), progress: bool = False,
+               say: Callable[[str], None] = lambda message: None) -> Path:
+    """The phantom in `root` if it was made with these options, else generated there (again), for commands that keep
+    their own phantom in their output folder (`demo`, `train` without data). A folder holding anything else than a
+    phantom is refused rather than cleared. `say` reports what happens."""
+    root = Path(root)
+    wanted = {"subjects": n_subjects, "shape": [int(n) for n in shape], "seed": seed,
+              "splits": {k: len(v) for k, v in split_subjects([""] * n_subjects, splits).items()}}
+    if (root / "dataset.json").is_file():
+        made = load_dataset(root)
+        found = {"subjects": len(made["subjects"]), "shape": list(made.get("shape", [])), "seed": made.get("seed"),
+                 "splits": {k: len(v) for k, v in made["splits"].items()}}
+        if found == wanted:
+            return root
+        say(f"the phantom in {root} was made with {found}, not {wanted}: generating it again")
+    if root.exists():
+        strays = [p.name for p in root.iterdir() if not (p.name == "dataset.json" or p.name.startswith("sub-"))]
+        if strays:
+            raise UserError(f"{root}: not only a phantom ({', '.join(strays[:3])} ...); a phantom is generated "
+                            "there: move those files or choose another --out")
+        shutil.rmtree(root)  # no stale subjects of a larger earlier phantom
+    say(f"generating {n_subjects} phantom heads {tuple(shape)} into {root}")
+    return generate_dataset(root, n_subjects, shape=shape, seed=seed, splits=splits, progress=progress)
 
 
 def load_dataset(root: str | os.PathLike) -> dict:

@@ -81,28 +81,13 @@ def _training_seconds(cfg: DemoConfig, spent: float, n_test: int) -> float:
 def demo_phantom(cfg: DemoConfig) -> Path:
     """The demo's data: `cfg.phantom` as it is (never written to), or the phantom in `<out>/phantom`, generated (again)
     unless the one there was made with this config's subjects, shape and seed."""
-    from counterfeit.data.phantom import generate_dataset, load_dataset
+    from counterfeit.data.phantom import load_dataset, phantom_in
 
     if cfg.phantom is not None:
         load_dataset(cfg.phantom)  # a clear error if it is not a phantom: the demo does not write into a user's folder
         return Path(cfg.phantom)
-    root = Path(cfg.out) / "phantom"
-    wanted = {"subjects": cfg.subjects, "shape": list(cfg.shape), "seed": cfg.seed}
-    if (root / "dataset.json").is_file():
-        made = load_dataset(root)
-        found = {"subjects": len(made["subjects"]), "shape": list(made.get("shape", [])), "seed": made.get("seed")}
-        if found == wanted:
-            return root
-        _log(cfg, f"the phantom in {root} was made with {found}, not {wanted}: generating it again")
-    if root.exists():
-        strays = [p.name for p in root.iterdir() if not (p.name == "dataset.json" or p.name.startswith("sub-"))]
-        if strays:
-            raise UserError(f"{root}: not only a phantom ({', '.join(strays[:3])} ...); the demo regenerates its "
-                            "phantom there: move those files or choose another --out")
-        shutil.rmtree(root)  # no stale subjects of a larger earlier phantom
-    _log(cfg, f"generating {cfg.subjects} phantom heads {cfg.shape} into {root}")
-    return generate_dataset(root, cfg.subjects, shape=cfg.shape, seed=cfg.seed, splits=DEMO_SPLITS,
-                            progress=cfg.progress)
+    return phantom_in(Path(cfg.out) / "phantom", cfg.subjects, shape=cfg.shape, seed=cfg.seed, splits=DEMO_SPLITS,
+                      progress=cfg.progress, say=lambda message: _log(cfg, message))
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
