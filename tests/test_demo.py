@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,36 @@ def test_demo_refuses_a_budget_too_small_before_generating_anything(tmp_path: Pa
     with pytest.raises(UserError, match=r"--minutes 1 leaves no time to train.*give at least"):
         run_demo(DemoConfig(out=tmp_path / "demo", minutes=1, progress=False))  # the default 24 heads
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_stops_on_sigterm_even_when_it_is_sent_twice(tmp_path: Path) -> None:
+    """`docker stop` or `timeout` and an impatient second signal: the demo passes the first on to its two training
+    workers, ignores the second, and exits with 143 once both have checkpointed (it used to hang for good)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from counterfeit.data.phantom import generate_dataset
+
+    phantom = generate_dataset(tmp_path / "ph", 4, shape=(8, 32, 32), seed=1, workers=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "counterfeit", "demo", "--out", str(tmp_path / "demo"), "--phantom",
+                             str(phantom), "--minutes", "3", "--candidates", "1", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the finally below reaps the workers too
+    try:
+        deadline = time.monotonic() + 90
+        while not all((tmp_path / "demo" / m / "metrics.csv").is_file() for m in MODELS):  # both are training
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, output
+    assert all((tmp_path / "demo" / m / "checkpoints").is_dir() for m in MODELS)

@@ -299,3 +299,25 @@ def test_a_run_stopped_between_log_rows_logs_the_same_rows_once_resumed(tmp_path
             return [(r["step"], r["loss"]) for r in csv.DictReader(fh)]
 
     assert losses("part") == losses("full")  # bitwise, as written
+
+
+def test_a_signal_during_the_last_step_is_not_lost(tmp_path, monkeypatch):
+    """The run completes its steps, but reports the signal: a budget's next phase must not start after it."""
+    import os
+    import signal
+
+    step_once = RegressionRecipe.train_step
+
+    def terminated_in_the_last_step(self, batch, step):
+        if step == 9:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_once(self, batch, step)
+
+    monkeypatch.setattr(RegressionRecipe, "train_step", terminated_in_the_last_step)
+    result = train(_recipe(), _loop(10), tmp_path)
+    assert result.steps_done == 10 and result.stopped_early == "terminated"
+    from counterfeit.train.loop import RunStopped
+
+    with pytest.raises(RunStopped) as stopped:
+        RunStopped.check(result)
+    assert stopped.value.exit_code == 143

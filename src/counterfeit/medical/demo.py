@@ -192,6 +192,9 @@ def _train_side_by_side(cfg: DemoConfig, root: Path, seconds: float, threads: in
             for process in list(getattr(pool, "_processes", {}).values()):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
+            # a repeated SIGTERM changes nothing: interrupting the pool's shutdown (it waits for the workers'
+            # checkpoints) would leave idle workers that the interpreter's exit then waits for forever
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise
     return runs, info
 

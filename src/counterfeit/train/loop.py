@@ -493,6 +493,10 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
                 if stop_now:
                     stopped = interrupt.reason if interrupt.raised else "budget"
                     break
+            if stopped is None and interrupt.raised:
+                # a signal during the last step: the steps are done, but what was to follow them (a budget's next
+                # phase, the demo's evaluation) must not start, and the exit code says a signal came
+                stopped = interrupt.reason
     finally:
         if restore_forwards is not None:
             restore_forwards()
