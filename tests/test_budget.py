@@ -139,24 +139,16 @@ def test_keep_best_keeps_the_lowest_validation_mae_checkpoint_across_resumes(opt
     assert [c.step for c in ckpt.list_checkpoints(run)] == [2]
 
 
-def test_a_signal_stops_the_whole_budgeted_run(options, tmp_path, monkeypatch):
+def test_a_signal_stops_the_whole_budgeted_run(options, tmp_path, monkeypatch, signal_at_step):
     """Ctrl-C or SIGTERM during any phase stops the run with a checkpoint; the next phase does not start (the demo
     would otherwise go on to evaluate an unfinished model)."""
-    import os
     import signal
 
     from counterfeit.train.loop import RunStopped
     from counterfeit.train.recipes.cyclegan import CycleGANRecipe
 
     _plan(monkeypatch, 20)
-    step_once = CycleGANRecipe.train_step
-
-    def terminated_at_step_3(self, batch, step):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled by the loop: it finishes this step and saves
-        return step_once(self, batch, step)
-
-    monkeypatch.setattr(CycleGANRecipe, "train_step", terminated_at_step_3)
+    signal_at_step(CycleGANRecipe, 3, signal.SIGTERM)  # handled by the loop: it finishes this step and saves
     with pytest.raises(RunStopped, match="stopped by a signal") as stopped:
         budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False)
     assert stopped.value.exit_code == 143
@@ -251,3 +243,52 @@ def test_train_command_names_only_the_outputs_a_run_wrote(options, tmp_path):
     got = _cli(options, tmp_path / "two", "--steps", "2", command="paired")
     line = next(line for line in got.output.splitlines() if line.startswith("results in"))
     assert "loss.png" in line and "checkpoints/" in line and "candidates.json" not in line
+
+
+def test_candidates_that_cannot_finish_their_start_leave_nothing_behind(options, tmp_path, signal_at_step):
+    import signal
+
+    from counterfeit.train.loop import RunStopped
+    from counterfeit.train.recipes.cyclegan import CycleGANRecipe
+
+    # the time limit runs out during the candidates: a clear error, not "needs held-out cases", and no folders left
+    got = _cli(options, tmp_path / "short", "--steps", "4000", "--candidates", "2", "--minutes", "0.002")
+    assert isinstance(got.exception, UserError) and "time ran out while starting candidate 1 of 2" in str(got.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # --steps too small to start candidates, and a budget of 0 minutes, are refused before anything is touched
+    got = _cli(options, tmp_path / "one", "--steps", "1", "--candidates", "2")
+    assert isinstance(got.exception, UserError) and "--steps of at least 2" in str(got.exception)
+    got = _cli(options, tmp_path / "none", "--minutes", "0")
+    assert isinstance(got.exception, UserError) and "--minutes must be > 0" in str(got.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    # Ctrl-C while the candidates start: there is no run to resume, so say so and remove them
+    signal_at_step(CycleGANRecipe, 1, signal.SIGINT)
+    got = _cli(options, tmp_path / "stopped", "--steps", "40", "--candidates", "2")
+    assert isinstance(got.exception, RunStopped) and got.exception.exit_code == 130
+    assert "while starting candidate 1 of 2; no run to resume" in str(got.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_budgeted_run_stopped_in_its_first_phase_resumes_to_its_whole_plan(options, tmp_path, monkeypatch,
+                                                                               signal_at_step):
+    import signal
+
+    from counterfeit.train.loop import RunStopped
+    from counterfeit.train.recipes.cyclegan import CycleGANRecipe
+
+    _plan(monkeypatch, 40)  # the first phase is 10 % of it: 4 steps
+    signal_at_step(CycleGANRecipe, 1, signal.SIGTERM)
+    with pytest.raises(RunStopped):
+        budget.train_for_budget("cyclegan", options, 600, tmp_path / "run", progress=False)
+    config = read_run_config(tmp_path / "run")
+    assert config["loop"]["steps"] == 40 and config["config"]["lr_decay_end"] == 40  # not the phase's 4
+
+
+def test_candidates_beside_a_run_folder_given_as_dot(options, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    got = _cli(options, Path("."), "--steps", "4", "--candidates", "2", command="paired")
+    assert got.exit_code == 0, got.output
+    assert (project / "candidates.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["project"]

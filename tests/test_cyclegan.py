@@ -419,6 +419,6 @@ def test_help_states_each_presets_value_as_the_configs_hold_it():
         text = typing.get_args(getattr(cli, option))[1].help
         both = re.search(r"Both presets: (\w+)\.", text)
         fast, paper = (both.group(1),) * 2 if both else re.search(r"Preset fast: (\w+); wolterink2017: (\w+)\.", text).groups()
-        for presets in (PRESETS, paired.PRESETS):
-            assert str(getattr(CycleGANConfig(), field)) == fast, option
-            assert str(presets["wolterink2017"].get(field, getattr(CycleGANConfig(), field))) == paper, option
+        for presets, config in ((PRESETS, CycleGANConfig()), (paired.PRESETS, paired.PairedConfig())):
+            assert str(presets["fast"].get(field, getattr(config, field))) == fast, option
+            assert str(presets["wolterink2017"].get(field, getattr(config, field))) == paper, option

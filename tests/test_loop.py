@@ -274,21 +274,14 @@ def test_output_locations_that_cannot_hold_a_run_are_one_line_errors(tmp_path, m
     assert not list((tmp_path / "full" / "checkpoints").glob(".step_*"))  # no half-written checkpoint left
 
 
-def test_a_run_stopped_between_log_rows_logs_the_same_rows_once_resumed(tmp_path, monkeypatch):
+def test_a_run_stopped_between_log_rows_logs_the_same_rows_once_resumed(tmp_path, monkeypatch, signal_at_step):
     """The losses summed since the last metrics.csv row go into the checkpoint: the first row after a resume averages
     the same steps as the uninterrupted run's, not only the steps since the resume."""
-    import os
     import signal
 
     train(_recipe(), _loop(20, log_every=4), tmp_path / "full")
     step_once = RegressionRecipe.train_step
-
-    def interrupted_at_step_6(self, batch, step):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGINT)  # handled by the loop: it finishes this step, saves and stops
-        return step_once(self, batch, step)
-
-    monkeypatch.setattr(RegressionRecipe, "train_step", interrupted_at_step_6)
+    signal_at_step(RegressionRecipe, 5, signal.SIGINT)  # the loop finishes this step, saves and stops
     stopped = train(_recipe(), _loop(20, log_every=4), tmp_path / "part")
     assert stopped.steps_done == 6 and stopped.stopped_early
     monkeypatch.setattr(RegressionRecipe, "train_step", step_once)
@@ -301,19 +294,11 @@ def test_a_run_stopped_between_log_rows_logs_the_same_rows_once_resumed(tmp_path
     assert losses("part") == losses("full")  # bitwise, as written
 
 
-def test_a_signal_during_the_last_step_is_not_lost(tmp_path, monkeypatch):
+def test_a_signal_during_the_last_step_is_not_lost(tmp_path, signal_at_step):
     """The run completes its steps, but reports the signal: a budget's next phase must not start after it."""
-    import os
     import signal
 
-    step_once = RegressionRecipe.train_step
-
-    def terminated_in_the_last_step(self, batch, step):
-        if step == 9:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step_once(self, batch, step)
-
-    monkeypatch.setattr(RegressionRecipe, "train_step", terminated_in_the_last_step)
+    signal_at_step(RegressionRecipe, 9, signal.SIGTERM)
     result = train(_recipe(), _loop(10), tmp_path)
     assert result.steps_done == 10 and result.stopped_early == "terminated"
     from counterfeit.train.loop import RunStopped

@@ -32,7 +32,7 @@ from counterfeit.cli.options import (
 DEFAULT_STEPS = 3000  # of a new run; resuming finishes the run's own total
 Steps = steps_option(DEFAULT_STEPS)
 Minutes = Annotated[Optional[float], typer.Option("--minutes", help="Wall-clock budget. Without --steps: the steps are planned to fill it and the learning rate decays to 0 at its end, as the demo trains (re-planned twice from measured step times). With --steps, or with --resume: a limit; the run stops early with a checkpoint.")]
-Candidates = Annotated[int, typer.Option("--candidates", min=1, help="Start this many seeds (--seed, --seed+1, ...) for a quarter of the steps each, finish the one with the lowest validation MAE and delete the others: a CycleGAN can settle early in a bad mode (docs/mr2ct_ablation.md). The steps of the others come on top of --steps; a --minutes plan includes them. Needs the phantom's val split or --val-subjects.")]
+Candidates = Annotated[int, typer.Option("--candidates", min=1, help="Start this many seeds (--seed, --seed+1, ...) for a quarter of the steps each, finish the one with the lowest validation MAE and delete the others (against an early bad start; the demo does it for the CycleGAN, docs/mr2ct_ablation.md). The steps of the others come on top of --steps; a --minutes plan includes them. Needs the phantom's val split or --val-subjects.")]
 
 DEFAULT_PHANTOM_SUBJECTS = 10
 
@@ -57,7 +57,7 @@ Upsample = Annotated[Optional[str], typer.Option("--upsample", help="The ResNet 
 Generator = Annotated[Optional[str], typer.Option("--generator", help="resnet (the CycleGAN's) | unet (pix2pix's, with skip connections). Both presets: resnet.")]
 UnetDepth = Annotated[Optional[int], typer.Option("--unet-depth", help="U-Net levels (default: the deepest, up to 8, dividing --image-size).")]
 Lr = Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default 2e-4, betas 0.5, 0.999).")]
-DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of --steps after which the learning rate decays linearly to 0 (1: constant).")]
+DecayFrom = Annotated[float, typer.Option("--decay-from", help="Fraction of the steps (--steps, or the steps a --minutes plan fits) after which the learning rate decays linearly to 0 (1: constant; with a --minutes plan at least 0.5).")]
 CtScale = Annotated[Optional[str], typer.Option("--ct-scale", help="How HU map onto the networks' [-1, 1]: asinh (default: soft tissue 5.6x wider, bone 2.4x narrower; docs/mr2ct_ablation.md, rounds 33-36) | linear (the paper's).")]
 AsinhWidth = Annotated[Optional[float], typer.Option("--asinh-width", help="HU around soft tissue where the asinh CT scale is linear; beyond it, logarithmic (default 100; wider gives bone more of [-1, 1]).")]
 DepthChannel = Annotated[Optional[bool], typer.Option("--depth-channel/--no-depth-channel", help="Give every network each slice's depth below the body surface (from the image's own body mask) as one more channel (default: on).")]
@@ -115,15 +115,6 @@ def _check_run_plan(resume: Path | None, steps: int | None, minutes: float | Non
         raise UserError("--candidates compares validation MAEs: with --mr/--ct add --val-subjects N "
                         "(subjects whose CT is registered to the MR)")
     return plan
-
-
-def _schedule(steps: int, decay_from: float) -> dict[str, int]:
-    from counterfeit.errors import UserError
-
-    if not 0.0 <= decay_from <= 1.0:
-        raise UserError(f"--decay-from must be a fraction in [0, 1], got {decay_from}")
-    start = int(round(decay_from * steps))
-    return {"lr_decay_start": start, "lr_decay_end": steps if start < steps else start}
 
 
 @train_app.command("cyclegan")
@@ -186,14 +177,14 @@ def train_cyclegan(
     if resume is None:
         steps = DEFAULT_STEPS if steps is None else steps
         from counterfeit.train.recipes.cyclegan import PRESETS, CycleGANConfig, validate_config
-        from counterfeit.train.recipes.mr2ct_common import apply_preset
+        from counterfeit.train.recipes.mr2ct_common import apply_preset, decay_schedule
 
         config = apply_preset(
             CycleGANConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
             lambda_cycle=lambda_cycle, lambda_identity=lambda_identity, lambda_structure=lambda_structure,
             lambda_histogram=lambda_histogram, pool_size=pool_size, ema_decay=ema_decay, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel,
-            **_schedule(steps, decay_from),
+            **decay_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():
@@ -258,13 +249,13 @@ def train_paired(
     plan = _check_run_plan(resume, steps, minutes, candidates, mr, val_subjects)
     if resume is None:
         steps = DEFAULT_STEPS if steps is None else steps
-        from counterfeit.train.recipes.mr2ct_common import apply_preset
+        from counterfeit.train.recipes.mr2ct_common import apply_preset, decay_schedule
         from counterfeit.train.recipes.paired import PRESETS, PairedConfig, validate_config
 
         config = apply_preset(
             PairedConfig, PRESETS, preset, generator=generator, unet_depth=unet_depth, upsample=upsample, image_size=image_size,
             d_crop=d_crop, context=context, batch_size=batch_size, ngf=ngf, n_blocks=blocks, ndf=ndf, d_layers=d_layers, d_norm=d_norm,
-            lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel, **_schedule(steps, decay_from),
+            lambda_l1=lambda_l1, lr=lr, flip=flip, ct_scale=ct_scale, asinh_width=asinh_width, depth_channel=depth_channel, **decay_schedule(steps, decay_from),
         )
         validate_config(config)
         for key, value in _data_source(out, phantom, mr, ct, mask, phantom_subjects, phantom_shape, seed, val_subjects, keep_best).items():

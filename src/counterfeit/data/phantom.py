@@ -369,7 +369,8 @@ def phantom_in(root: Path, n_subjects: int, *, shape: Sequence[int] = DEFAULT_SH
             return root
         say(f"the phantom in {root} was made with {found}, not {wanted}: generating it again")
     if root.exists():
-        strays = [p.name for p in root.iterdir() if not (p.name == "dataset.json" or p.name.startswith("sub-"))]
+        strays = [p.name for p in root.iterdir()
+                  if not (p.name in ("dataset.json", "preview.png") or p.name.startswith("sub-"))]
         if strays:
             raise UserError(f"{root}: not only a phantom ({', '.join(strays[:3])} ...); a phantom is generated "
                             "there: move those files or choose another --out")

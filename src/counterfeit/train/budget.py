@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import time
@@ -60,12 +61,15 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     from counterfeit.train.checkpoint import read_best
     from counterfeit.train.loop import LoopConfig, RunStopped, train
     from counterfeit.train.recipe import recipe_class
+    from counterfeit.train.recipes.mr2ct_common import decay_schedule
 
     _check_candidates(candidates, probe_fraction)
     if not 0.5 <= decay_from <= 1.0:
         raise UserError(f"a wall-clock budget re-plans its steps twice in the first half, at a constant learning rate: "
                         f"the decay (--decay-from) can start at 0.5 of the plan or later (1: none), got {decay_from}")
-    run_dir = Path(run_dir)
+    if not 0 < seconds < math.inf:
+        raise UserError(f"--minutes must be > 0, got {seconds / 60:g}")
+    run_dir = Path(run_dir).resolve()  # `--out .` has a name to put candidates beside
     _claim(run_dir, overwrite)
     dev = resolve_device(device)
     cls = recipe_class(recipe_name)
@@ -76,7 +80,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     start = max(1, round((probe_fraction if candidates > 1 else REPLAN_AT) * steps))
 
     def configured(plan: int) -> dict[str, Any]:
-        return {**options, "lr_decay_start": int(decay_from * plan), "lr_decay_end": plan if decay_from < 1 else 0}
+        return {**options, **decay_schedule(plan, decay_from)}
 
     def loop_config(run_seed: int, stop_at: int, plan: int, minutes: float | None) -> LoopConfig:
         return LoopConfig(steps=stop_at, minutes=minutes, seed=run_seed, log_every=10,
@@ -86,14 +90,18 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     def build(run_seed: int, plan: int) -> Any:
         return _seeded(cls, cls.Config(**configured(plan)), dev, run_seed)
 
+    def record_whole_plan() -> None:  # a run stopped in its first phase resumes (`train --resume`) to the whole plan
+        _record_plan(run_dir, cls.Config(**configured(steps)), loop_config(seed, steps, steps, None))
+
     started = time.time()
-    begun = _start_candidates(lambda s: build(s, steps), lambda s: loop_config(s, start, steps, seconds / 60),
-                              range(seed, seed + candidates), run_dir)
+    begun = _start_candidates(lambda s: build(s, steps), lambda s, left: loop_config(s, start, steps, left),
+                              range(seed, seed + candidates), run_dir, seconds / 60, on_stop=record_whole_plan)
     train_seconds, kept_seed = begun.seconds, begun.kept_seed
 
     # Re-plan from the measured step time and go on to just before the LR decays; re-plan again from the
     # (longer, steadier) measurement of that stretch and finish. Both changes fall in the constant-LR half.
-    done, seconds_per_step = start, begun.step_seconds / max(begun.steps, 1)
+    done = start if begun.tried else begun.steps  # a single run may have stopped short of `start` (its time ran out)
+    seconds_per_step = begun.step_seconds / max(begun.steps, 1)
     for last in (False, True):
         left = seconds - (time.perf_counter() - t_start)
         steps = _replanned_steps(done, seconds_per_step, left)
@@ -135,14 +143,17 @@ def train_with_candidates(recipe_name: str, config: Any, loop: Any, run_dir: Pat
     from counterfeit.train.recipe import recipe_class
 
     _check_candidates(candidates, probe_fraction)
-    run_dir = Path(run_dir)
+    if loop.steps < 2:
+        raise UserError(f"--candidates needs --steps of at least 2 (a start shorter than the run), got {loop.steps}")
+    run_dir = Path(run_dir).resolve()  # `--out .` has a name to put candidates beside
     _claim(run_dir, overwrite)
     dev = resolve_device(device)
     cls = recipe_class(recipe_name)
     t_start = time.perf_counter()
-    probe = max(1, round(probe_fraction * loop.steps))
-    begun = _start_candidates(lambda s: _seeded(cls, config, dev, s), lambda s: replace(loop, steps=probe, seed=s),
-                              range(loop.seed, loop.seed + candidates), run_dir)
+    probe = min(max(1, round(probe_fraction * loop.steps)), loop.steps - 1)
+    begun = _start_candidates(lambda s: _seeded(cls, config, dev, s),
+                              lambda s, left: replace(loop, steps=probe, seed=s, minutes=left),
+                              range(loop.seed, loop.seed + candidates), run_dir, loop.minutes)
     minutes = loop.minutes - (time.perf_counter() - t_start) / 60 if loop.minutes is not None else None
     rest = replace(loop, seed=begun.kept_seed, minutes=None if minutes is None else max(minutes, 1 / 60))
     _record_plan(run_dir, config, replace(rest, minutes=loop.minutes))
@@ -160,23 +171,45 @@ class _CandidatesStart:
     steps: int  # steps of all candidates
 
 
-def _start_candidates(build: Callable[[int], Any], loop: Callable[[int], Any], seeds: Sequence[int],
-                      run_dir: Path) -> _CandidatesStart:
-    """Train each seed's run to `loop(seed).steps`; with several seeds, each in `<run_dir>.candidateK`, and the one
-    with the lowest validation MAE moves into `run_dir` (the others are deleted). One seed trains in `run_dir`."""
+def _start_candidates(build: Callable[[int], Any], loop: Callable[[int, float | None], Any], seeds: Sequence[int],
+                      run_dir: Path, minutes: float | None, on_stop: Callable[[], None] = lambda: None
+                      ) -> _CandidatesStart:
+    """Train each seed's run to `loop(seed, minutes_left).steps`; with several seeds, each in `<run_dir>.candidateK`,
+    and the one with the lowest validation MAE moves into `run_dir` (the others are deleted). One seed trains in
+    `run_dir` itself. `minutes` bounds all of them together. On Ctrl-C or SIGTERM a single seed's run calls `on_stop`
+    (to record the whole plan) and stops resumable; candidates are deleted, since none of them is a run to resume."""
     from counterfeit.train.loop import RunStopped, train
 
     seeds = list(seeds)
-    paths = {s: run_dir if len(seeds) == 1 else _fresh(run_dir.with_name(f"{run_dir.name}.candidate{k}"))
+    several = len(seeds) > 1
+    paths = {s: _fresh(run_dir.with_name(f"{run_dir.name}.candidate{k}")) if several else run_dir
              for k, s in enumerate(seeds)}
     tried: list[dict[str, Any]] = []
     seconds = step_seconds = 0.0
     steps = 0
-    for s in seeds:
-        begun = train(build(s), loop(s), paths[s])
-        RunStopped.check(begun)  # Ctrl-C or SIGTERM: stop here, not in the next phase
+    t0 = time.perf_counter()
+    for k, s in enumerate(seeds):
+        left = None if minutes is None else max(minutes - (time.perf_counter() - t0) / 60, 1 / 60)
+        probe = loop(s, left)
+        begun = train(build(s), probe, paths[s])
+        try:
+            RunStopped.check(begun)  # Ctrl-C or SIGTERM: stop here, not in the next phase
+        except RunStopped as stop:
+            if not several:
+                on_stop()
+                raise
+            for path in paths.values():
+                shutil.rmtree(path, ignore_errors=True)
+            raise RunStopped(f"{run_dir}: stopped by a signal while starting candidate {k + 1} of {len(seeds)}; "
+                             "no run to resume (the candidates' folders are removed): run the command again",
+                             stop.exit_code) from None
         seconds, step_seconds, steps = seconds + begun.seconds, step_seconds + begun.step_seconds, steps + begun.steps_done
-        if len(seeds) > 1:
+        if several:
+            if begun.steps_done < probe.steps:
+                for path in paths.values():
+                    shutil.rmtree(path, ignore_errors=True)
+                raise UserError(f"the time ran out while starting candidate {k + 1} of {len(seeds)} (step "
+                                f"{begun.steps_done} of {probe.steps}): give more --minutes or fewer --candidates")
             metric, value = _validation_mae(begun.last_metrics)
             tried.append({"seed": s, "steps": begun.steps_done, "metric": metric, "value": value})
     kept_seed = min(tried, key=lambda t: t["value"])["seed"] if tried else seeds[0]
@@ -218,8 +251,12 @@ def _claim(run_dir: Path, overwrite: bool) -> None:
 
 
 def _fresh(path: Path) -> Path:
+    """A candidate's folder, emptied of what a stopped earlier attempt left; anything else there is refused."""
     if path.exists():
-        shutil.rmtree(path)  # a candidate's own folder, left by a stopped earlier attempt
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: in the way of a candidate's folder, and not one left by an earlier attempt; "
+                            "move it or choose another --out")
+        shutil.rmtree(path)
     return path
 
 

@@ -263,9 +263,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "auto", weights: 
     if best is not None:
         record = ckpt.read_best(run_dir)
         recipe.checkpoint_choice = f"best: lowest {record['metric']}, {record['value']:.4g}"
-    elif weights == "best":  # no record (a run without keep_best), or a damaged best checkpoint (warned)
-        recipe.checkpoint_choice = "newest: " + ("the run kept no best checkpoint" if ckpt.read_best(run_dir) is None
-                                                 else "the best checkpoint is unusable")
+    elif weights == "best":  # no record (a run without keep_best), or a damaged record or checkpoint (warned)
+        recorded = (run_dir / ckpt.CHECKPOINT_DIR / ckpt.BEST_FILE).exists()
+        recipe.checkpoint_choice = "newest: " + ("the best checkpoint is unusable" if recorded
+                                                 else "the run kept no best checkpoint")
     else:
         recipe.checkpoint_choice = "newest"
     recipe.train_mode(False)

@@ -199,6 +199,15 @@ def discriminator_norm(config: MR2CTConfig) -> str:
 # --- schedule and crops ---------------------------------------------------------------
 
 
+def decay_schedule(steps: int, decay_from: float) -> dict[str, int]:
+    """Config entries for a learning rate constant until `decay_from` of `steps`, then linearly down to 0 at the
+    end (1: constant throughout)."""
+    if not 0.0 <= decay_from <= 1.0:
+        raise UserError(f"--decay-from must be a fraction in [0, 1], got {decay_from}")
+    start = int(decay_from * steps)
+    return {"lr_decay_start": start, "lr_decay_end": steps if start < steps else start}
+
+
 def linear_decay(start: int, end: int, step: int) -> float:
     """LR factor: 1 until `start`, then linearly down to 0 at `end` (CycleGAN's schedule, in steps)."""
     if end <= start or step < start:
