@@ -204,3 +204,25 @@ def test_cli(run_dir, tmp_path):
     assert isinstance(no_run.exception, UserError) and "not a run directory" in str(no_run.exception)
     a_file = CliRunner().invoke(app, ["train", "paired", "--resume", str(src)])  # a file, not a folder
     assert isinstance(a_file.exception, UserError) and "not a run directory" in str(a_file.exception)
+
+
+def test_a_hand_edited_config_is_a_one_line_error(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from counterfeit.train.loop import load_run
+
+    edited = tmp_path / "run"
+    shutil.copytree(run_dir, edited)
+    config_path = edited / "config.json"
+    original = json.loads(config_path.read_text())
+    cases = [
+        ([1], "not a run's config"),
+        ({"recipe": "cyclegan"}, "not a run's config"),
+        ({**original, "config": {**original["config"], "n_blocks": None}}, "cannot be built from its \"config\""),
+        ({**original, "config": {**original["config"], "ngf": 8}}, "weights do not fit the network its config.json"),
+    ]
+    for content, message in cases:
+        config_path.write_text(json.dumps(content))
+        with pytest.raises(UserError, match=message):
+            load_run(edited, "cpu")

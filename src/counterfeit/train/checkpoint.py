@@ -242,7 +242,12 @@ def load_weights(net: torch.nn.Module, path: Path, device: torch.device | str = 
         tensors = load_file(str(path), device=str(device))
     except Exception as err:  # safetensors raises several types for bad files
         raise CheckpointError(f"{path}: cannot read weights ({err})") from None
-    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(tensors, strict=False)
+    except RuntimeError as err:  # shapes that do not fit: a config.json changed after training
+        first = str(err).split("size mismatch for ", 1)[-1].split("\n", 1)[0].strip()
+        raise CheckpointError(f"{path}: weights do not fit the network its config.json describes ({first}); was the "
+                              "config changed after training?") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the network (missing {missing[:3]}, unexpected {unexpected[:3]})")
 

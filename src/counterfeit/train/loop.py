@@ -225,11 +225,15 @@ def write_run_config(run_dir: Path, recipe: Recipe, loop: LoopConfig, ctx: DistC
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{run_dir}: not a run directory (no config.json)") from None
     except ValueError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("recipe"), str) \
+            or not isinstance(config.get("config"), dict):
+        raise UserError(f"{path}: not a run's config (expected an object with \"recipe\" and \"config\")")
+    return config
 
 
 def build_recipe_from_run(run_dir: Path, device: torch.device) -> tuple[Recipe, dict[str, Any]]:
@@ -239,7 +243,11 @@ def build_recipe_from_run(run_dir: Path, device: torch.device) -> tuple[Recipe, 
 
 def _build_recipe(cfg: dict[str, Any], device: torch.device) -> Recipe:
     cls = recipe_class(cfg["recipe"])
-    return cls(config_from_dict(cls.Config, cfg["config"]), device)
+    try:
+        return cls(config_from_dict(cls.Config, cfg["config"]), device)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a value of the wrong type, edited by hand
+        raise UserError(f"config.json: the {cls.name} recipe cannot be built from its \"config\" "
+                        f"({type(err).__name__}: {err}); was it edited by hand?") from None
 
 
 WEIGHTS = ("best", "latest")
