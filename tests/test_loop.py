@@ -306,3 +306,13 @@ def test_a_signal_during_the_last_step_is_not_lost(tmp_path, signal_at_step):
     with pytest.raises(RunStopped) as stopped:
         RunStopped.check(result)
     assert stopped.value.exit_code == 143
+
+
+def test_a_damaged_metrics_log_is_named_not_a_traceback(tmp_path):
+    train(_recipe(), _loop(10), tmp_path)
+    log = tmp_path / "metrics.csv"
+    rows = log.read_text().splitlines()
+    for damage in (rows[2].replace(rows[2].split(",")[1], "oops", 1), "\xff\xfe garbage"):
+        log.write_text("\n".join([*rows[:2], damage, *rows[3:]]) + "\n", encoding="latin-1")
+        with pytest.raises(UserError, match=r"metrics.csv: line \d+ is not a row of numbers.*checkpoint is fine"):
+            resume_run(tmp_path, steps=12, device="cpu", progress=False)

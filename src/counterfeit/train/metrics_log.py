@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from counterfeit.atomic import atomic_write_text
+from counterfeit.errors import UserError
 
 
 class MetricsLog:
@@ -23,13 +24,17 @@ class MetricsLog:
         """Read an existing log and drop rows after `upto_step` (they will be recomputed)."""
         log = cls(path)
         if log.path.is_file():
-            with open(log.path, newline="") as fh:
+            with open(log.path, newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
-                log.columns = list(reader.fieldnames or ["step"])
-                for row in reader:
-                    values = {k: float(v) for k, v in row.items() if v not in ("", None)}
-                    if values.get("step", math.inf) <= upto_step:
-                        log.rows.append(values)
+                try:
+                    log.columns = list(reader.fieldnames or ["step"])
+                    for row in reader:
+                        values = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                        if values.get("step", math.inf) <= upto_step:
+                            log.rows.append(values)
+                except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:  # e.g. edited by hand
+                    raise UserError(f"{log.path}: line {reader.line_num} is not a row of numbers ({err}); the "
+                                    "checkpoint is fine: fix or delete that line (or the file) and resume again") from None
         return log
 
     def append(self, step: int, values: dict[str, float]) -> None:
