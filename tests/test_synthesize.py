@@ -156,6 +156,15 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
             synthesize_path(run_dir, *args, "cpu")
     assert (tmp_path / "in" / "sub-a.nii.gz").read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["sub-a.nii.gz", "sub-b.mha"]
+    # a bad input anywhere in a folder is found before anything is written
+    mixed = tmp_path / "mixed"
+    write_volume(_mr(), mixed / "sub-a.nii.gz")
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.Image(8, 8, sitk.sitkFloat32), str(mixed / "sub-z.nii.gz"))  # a 2D image, last by name
+    with pytest.raises(UserError, match=r"sub-z.nii.gz: is a 2D image"):
+        synthesize_path(run_dir, mixed, tmp_path / "mixed_out", "cpu")
+    assert not (tmp_path / "mixed_out").exists()
     flat = tmp_path / "flat.nii.gz"
     write_volume(_mr().with_array(np.full(_mr().shape, 7.0, np.float32)), flat)
     with pytest.raises(UserError, match=r"flat\.nii\.gz: MR normalisation: the volume is constant"):

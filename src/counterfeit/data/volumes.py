@@ -97,21 +97,11 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
 
     import SimpleITK as sitk
 
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        n = img.GetNumberOfComponentsPerPixel()
-        raise InputFileError(path, f"has {n} values per voxel (colour or vector image); a scalar volume is expected")
-    size = img.GetSize()
-    if img.GetDimension() == 4 and size[3] == 1:  # one time point (NIfTI readers drop it already; MetaImage's not)
+    _check_layout(path, img.GetNumberOfComponentsPerPixel(), img.GetSize(), require_3d)
+    if img.GetDimension() == 4:  # one time point (NIfTI readers drop it already; MetaImage's not)
         img = img[:, :, :, 0]
-        size = img.GetSize()
-    if img.GetDimension() > 3:
-        raise InputFileError(path, f"is {img.GetDimension()}D (size {size}); a 3D volume is expected")
     if img.GetDimension() == 2:
-        if require_3d:
-            raise InputFileError(path, f"is a 2D image ({size[1]}x{size[0]}); a 3D volume is expected")
         img = sitk.JoinSeries(img)
-    elif require_3d and size[2] == 1:
-        raise InputFileError(path, f"is a single 2D slice ({size[1]}x{size[0]}); a 3D volume is expected")
     vol = Volume.from_sitk(img)
 
     if modality == "mr":
@@ -124,6 +114,42 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
             raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
     return vol.with_array(vol.array.astype(np.float32, copy=False))
+
+
+def probe_volume(path: str | os.PathLike) -> None:
+    """Raise InputFileError for a file `read_volume` would refuse for its header or its layout (not 3D, not scalar,
+    truncated), without reading its voxels: a command about to write outputs checks all its inputs first."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "file not found")
+    if path.is_dir():
+        return  # a DICOM series: read whole, when its turn comes
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(_checked_file_io(path))
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        _raise_unreadable(path, err)
+    _check_layout(path, reader.GetNumberOfComponents(), reader.GetSize(), require_3d=True)
+
+
+def _check_layout(path: Path, components: int, size: Sequence[int], require_3d: bool) -> None:
+    """A scalar 3D volume (a 4D one with a single time point counts), or with `require_3d` False also a 2D image."""
+    if components != 1:
+        raise InputFileError(path, f"has {components} values per voxel (colour or vector image); a scalar volume is "
+                                   "expected")
+    size = tuple(size)
+    if len(size) == 4 and size[3] == 1:
+        size = size[:3]
+    if len(size) > 3:
+        raise InputFileError(path, f"is {len(size)}D (size {size}); a 3D volume is expected")
+    if require_3d and len(size) == 2:
+        raise InputFileError(path, f"is a 2D image ({size[1]}x{size[0]}); a 3D volume is expected")
+    if require_3d and len(size) == 3 and size[2] == 1:
+        raise InputFileError(path, f"is a single 2D slice ({size[1]}x{size[0]}); a 3D volume is expected")
 
 
 def _mr_without_nan(path: Path, array: np.ndarray) -> np.ndarray:
@@ -148,16 +174,20 @@ def _nifti_hides_non_finite(path: Path, dtype: np.dtype) -> bool:
 def _read_file(path: Path) -> "sitk.Image":
     import SimpleITK as sitk
 
+    try:
+        return sitk.ReadImage(str(path), imageIO=_checked_file_io(path))
+    except RuntimeError as err:
+        return _raise_unreadable(path, err)
+
+
+def _checked_file_io(path: Path) -> str:
+    """Check a volume file before ITK reads it; the ImageIO to read it with ("": ITK's choice)."""
     if path.stat().st_size == 0:
         raise InputFileError(path, "file is empty")
     # ITK allocates what a header claims before reading, and zero-fills truncated NIfTI data.
     check_volume_header(path)
     # ITK chooses MetaImage's reader by a case-sensitive extension: name it for `CT.MHA` (NIfTI and NRRD sniff content)
-    io = "MetaImageIO" if path.name.lower().endswith((".mha", ".mhd")) else ""
-    try:
-        return sitk.ReadImage(str(path), imageIO=io)
-    except RuntimeError as err:
-        return _raise_unreadable(path, err)
+    return "MetaImageIO" if path.name.lower().endswith((".mha", ".mhd")) else ""
 
 
 def _read_dicom_series(folder: Path) -> "sitk.Image":

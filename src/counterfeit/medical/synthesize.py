@@ -174,10 +174,12 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
     from counterfeit.atomic import OutputError
-    from counterfeit.data.volumes import read_volume, write_volume
+    from counterfeit.data.volumes import probe_volume, read_volume, write_volume
     from counterfeit.errors import InputFileError, UserError
 
     pairs = output_paths(Path(input_path), Path(output_path), input_name=input_name, suffix=suffix)
+    for src, _ in pairs:  # every input, before any output is written: a bad last one leaves no partial output
+        probe_volume(src)
     for folder in {dest.parent for _, dest in pairs}:  # before any volume is computed
         try:
             folder.mkdir(parents=True, exist_ok=True)
