@@ -230,9 +230,12 @@ def test_train_command_candidates_need_one_process_and_a_reference(options, tmp_
     got = _cli(options, tmp_path / "run", "--candidates", "2")
     assert isinstance(got.exception, UserError) and "under torchrun give --steps" in str(got.exception)
     monkeypatch.delenv("WORLD_SIZE")
-    folders = ["--mr", options["phantom"], "--ct", options["phantom"]]
+    folders = ["--mr", options["phantom"], "--ct", str(tmp_path)]
     got = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), *folders, "--candidates", "2"])
     assert isinstance(got.exception, UserError) and "add --val-subjects" in str(got.exception)
+    same = ["--mr", options["phantom"], "--ct", options["phantom"]]
+    got = CliRunner().invoke(app, ["train", "cyclegan", "--out", str(tmp_path / "x"), *same])
+    assert isinstance(got.exception, UserError) and "--mr and --ct are the same folder" in str(got.exception)
 
 
 def test_train_command_names_only_the_outputs_a_run_wrote(options, tmp_path):

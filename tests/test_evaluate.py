@@ -274,11 +274,11 @@ def test_evaluate_folders_errors(tmp_path):
 
     _write_study(tmp_path)
     phantom = tmp_path / "phantom"
-    write_volume(Volume(np.zeros(SHAPE, np.float32)), tmp_path / "pred" / "sub-404.nii.gz")
+    write_volume(Volume(np.full(SHAPE, -1000.0, np.float32)), tmp_path / "pred" / "sub-404.nii.gz")
     with pytest.raises(UserError, match="no reference CT for predicted subject.*sub-404"):
         evaluate_folders(tmp_path / "pred", phantom, phantom, ref_name="ct_aligned.nii.gz", mask_name="mask.nii.gz")
     (tmp_path / "pred" / "sub-404.nii.gz").unlink()
-    narrow = Volume(np.zeros((9, 16, 12), np.float32), spacing=(1.0, 1.0, 2.0))
+    narrow = Volume(np.full((9, 16, 12), -1000.0, np.float32), spacing=(1.0, 1.0, 2.0))
     write_volume(narrow, tmp_path / "pred" / "sub-002.nii.gz")
     with pytest.raises(InputFileError, match=r"sub-002\.nii\.gz: shape 9x16x12 differs"):
         evaluate_folders(tmp_path / "pred", phantom, phantom, ref_name="ct_aligned.nii.gz", mask_name="mask.nii.gz")

@@ -427,3 +427,18 @@ def test_4d_with_one_time_point_reads_as_3d_and_more_is_refused(tmp_path, ext):
     with pytest.raises(InputFileError) as err:
         read_volume(tmp_path / f"t2{ext}")
     _one_line(err, f"t2{ext}", "4D", "a 3D volume is expected")
+
+
+def test_a_ct_without_any_value_below_zero_is_flagged_as_not_in_hu(tmp_path):
+    ct = Volume(np.full((4, 6, 6), 24.0, np.float32))  # 0 ... 4095 storage: air at 24 after a +1024 offset
+    ct.array[1:3, 2:4, 2:4] = 1064.0
+    write_volume(ct, tmp_path / "offset.nii.gz")
+    with pytest.warns(UserWarning, match="probably not in Hounsfield units.*offset of \\+1024"):
+        read_volume(tmp_path / "offset.nii.gz", modality="ct")
+    ct.array[0] = -1000.0  # air in HU: read without a word
+    write_volume(ct, tmp_path / "hu.nii.gz")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_volume(tmp_path / "hu.nii.gz", modality="ct")

@@ -85,6 +85,8 @@ def _data_source(out: Path, phantom: Path | None, mr: Path | None, ct: Path | No
         for path in (mr, ct, mask):
             if path is not None and not path.is_dir():
                 raise InputFileError(path, "folder not found" if not path.exists() else "is not a folder")
+        if mr.resolve() == ct.resolve():
+            raise UserError(f"--mr and --ct are the same folder ({mr}): the MRs would be read as CTs")
         return {"mr_dir": str(mr.resolve()), "ct_dir": str(ct.resolve()), "mask_dir": str(mask.resolve()) if mask else None,
                 "val_subjects": val_subjects}
     if phantom is None:  # no data given: the command's own phantom in <out>/phantom, made with these options

@@ -113,6 +113,10 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None, require
         if not mask.any():
             raise InputFileError(path, "mask is empty (no voxel > 0)")
         return vol.with_array(mask)
+    if modality == "ct" and vol.array.size and float(vol.array.min()) >= 0:
+        # air is -1000 HU and lies around every body: a CT without a value below 0 is stored with an offset
+        warnings.warn(f"{path}: no voxel below 0, so probably not in Hounsfield units (air is -1000 HU; an offset of "
+                      f"+1024 not removed?); its values are used as HU", stacklevel=2)
     return vol.with_array(vol.array.astype(np.float32, copy=False))
 
 
