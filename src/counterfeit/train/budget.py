@@ -55,7 +55,7 @@ def train_for_budget(recipe_name: str, options: dict[str, Any], seconds: float, 
     candidates, each one's seed and validation MAE (also written to `run_dir/candidates.json`). `keep_best`
     validates 8 times per plan instead of 4 and keeps the checkpoint with the lowest validation MAE, which inference
     then uses (`LoopConfig.keep_best`). A `run_dir` that holds a run is refused unless `overwrite`
-    (`loop.clear_run`: other files in it stay).
+    (`loop.claim_run_dir`: other files in it stay).
     """
     from counterfeit.device import resolve_device
     from counterfeit.train.checkpoint import read_best
@@ -239,14 +239,10 @@ def _seeded(cls: type, config: Any, device: Any, seed: int) -> Any:
 
 
 def _claim(run_dir: Path, overwrite: bool) -> None:
-    """Refuse a `run_dir` that holds a run, or clear what training wrote there with `overwrite` (other files stay)."""
-    from counterfeit.train import checkpoint as ckpt
-    from counterfeit.train.loop import clear_run, existing_run_error
+    """As a fresh `train` claims its folder (`loop.claim_run_dir`); a candidates.json there is stale once it may."""
+    from counterfeit.train.loop import claim_run_dir
 
-    old = ckpt.list_checkpoints(run_dir)
-    if old and not overwrite:
-        raise existing_run_error(run_dir, old)
-    clear_run(run_dir)
+    claim_run_dir(run_dir, overwrite)
     (run_dir / "candidates.json").unlink(missing_ok=True)
 
 

@@ -343,7 +343,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: a file, not a run folder; choose another --out")
     if not resume:
-        _claim_run_dir(run_dir, overwrite, ctx, device)
+        claim_run_dir(run_dir, overwrite, ctx, device)
     if ctx.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -566,11 +566,14 @@ def _first_lr(recipe: Recipe) -> float:
 RUN_OUTPUTS = ("metrics.csv", "loss.png", "samples", "tensorboard")  # what the loop writes besides checkpoints
 
 
-def _claim_run_dir(run_dir: Path, overwrite: bool, ctx: DistContext, device: torch.device) -> None:
+def claim_run_dir(run_dir: Path, overwrite: bool, ctx: DistContext = DistContext(), device: torch.device | str = "cpu"
+                  ) -> None:
     """Refuse (on every rank) to start a fresh run over an existing one, or clear it with `overwrite`."""
     old = ckpt.list_checkpoints(run_dir) if ctx.is_main else []
     if any_rank(bool(old) and not overwrite, ctx, device):
-        raise existing_run_error(run_dir, old)
+        where = f" (checkpoints up to step {old[-1].step})" if old else ""
+        raise UserError(f"{run_dir} already holds a training run{where}. Continue it with --resume {run_dir}, "
+                        f"replace it with --overwrite, or choose another --out.")
     if ctx.is_main and overwrite:
         clear_run(run_dir)
     barrier(ctx)
@@ -583,13 +586,6 @@ def _check_batch_splits(recipe: Recipe) -> None:
     if world > 1 and isinstance(batch, int) and batch % world:
         raise UserError(f"--batch-size {batch} is the global batch, split evenly across the {world} processes: give a "
                         f"multiple of {world} (e.g. --batch-size {world * max(1, batch // world)})")
-
-
-def existing_run_error(run_dir: Path, checkpoints: list[Any]) -> UserError:
-    """The error for a new run asked to start in a folder that holds one."""
-    where = f" (checkpoints up to step {checkpoints[-1].step})" if checkpoints else ""
-    return UserError(f"{run_dir} already holds a training run{where}. Continue it with --resume {run_dir}, "
-                     f"replace it with --overwrite, or choose another --out.")
 
 
 def clear_run(run_dir: Path) -> None:
