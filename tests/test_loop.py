@@ -262,7 +262,7 @@ def test_output_locations_that_cannot_hold_a_run_are_one_line_errors(tmp_path, m
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="a file, not a run folder"):
         train(_recipe(), _loop(2), tmp_path / "file")
-    with pytest.raises(OutputError, match="cannot create the run folder"):
+    with pytest.raises(OutputError, match="cannot create output folder"):
         train(_recipe(), _loop(2), tmp_path / "file" / "run")
 
     def full_disk(*args, **kwargs):

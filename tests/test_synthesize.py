@@ -141,7 +141,7 @@ def test_synthesize_path_file_and_folder(run_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="must be a folder"):  # an existing file of another kind
         synthesize_path(run_dir, tmp_path / "in", tmp_path / "notes.txt", "cpu")
-    with pytest.raises(UserError, match="cannot create the output folder"):  # before any volume is computed
+    with pytest.raises(UserError, match="cannot create output folder"):  # before any volume is computed
         synthesize_path(run_dir, tmp_path / "in", tmp_path / "notes.txt" / "sub", "cpu")
     # one file into an existing folder: named after the input, with the output suffix
     [(into, _)] = synthesize_path(run_dir, src, tmp_path / "folder", "cpu")

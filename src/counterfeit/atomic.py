@@ -30,6 +30,16 @@ class OutputError(UserError):
     """An output could not be written (unwritable folder, disk full, ...): one line for the user, no partial file."""
 
 
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created if need be; OutputError (one line) if it cannot be."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{folder}: cannot create output folder ({err.strerror or err})") from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; on success it is renamed to `dest`.
@@ -39,10 +49,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     temporary file is removed and `dest` is untouched.
     """
     dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"{dest.parent}: cannot create output folder ({err.strerror or err})") from None
+    ensure_folder(dest.parent)
     suffix = suffix if suffix is not None else "".join(dest.suffixes)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)

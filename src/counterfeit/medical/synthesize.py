@@ -173,7 +173,7 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     output atomically in the format its extension names (HU as `dtype`: float32, or int16 rounded), and returns
     (output path, seconds for that volume) pairs. Seconds cover read, inference and write.
     """
-    from counterfeit.atomic import OutputError
+    from counterfeit.atomic import ensure_folder
     from counterfeit.data.volumes import probe_volume, read_volume, write_volume
     from counterfeit.errors import InputFileError, UserError
 
@@ -181,10 +181,7 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
     for src, _ in pairs:  # every input, before any output is written: a bad last one leaves no partial output
         probe_volume(src)
     for folder in {dest.parent for _, dest in pairs}:  # before any volume is computed
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"{folder}: cannot create the output folder ({err.strerror or err})") from None
+        ensure_folder(folder)
     if model is None:
         model = load_mr2ct_run(Path(model_dir), device, weights)
     results = []
@@ -195,7 +192,6 @@ def synthesize_path(model_dir: str | os.PathLike, input_path: str | os.PathLike,
             sct = synthesize_volume(model, mr, batch_size=batch_size)
         except UserError as err:  # e.g. a constant MR: name the file, as every input error does
             raise InputFileError(src, str(err)) from None
-        dest.parent.mkdir(parents=True, exist_ok=True)
         write_volume(sct, dest, dtype=dtype)
         results.append((dest, time.perf_counter() - t0))
     return results

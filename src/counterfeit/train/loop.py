@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 import counterfeit
-from counterfeit.atomic import OutputError, atomic_write_text
+from counterfeit.atomic import atomic_write_text, ensure_folder
 from counterfeit.device import resolve_device, seed_everything
 from counterfeit.errors import UserError
 from counterfeit.train import checkpoint as ckpt
@@ -345,10 +345,7 @@ def train(recipe: Recipe, loop: LoopConfig, run_dir: str | Path, *, resume: bool
     if not resume:
         claim_run_dir(run_dir, overwrite, ctx, device)
     if ctx.is_main:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"{run_dir}: cannot create the run folder ({err.strerror or err})") from None
+        ensure_folder(run_dir)
         if not resume:
             write_run_config(run_dir, recipe, loop, ctx)
     recipe.setup_data()
