@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from counterfeit.atomic import ensure_folder
 from counterfeit.data import phantom_anatomy as anat
 from counterfeit.errors import InputFileError, UserError
 
@@ -283,11 +284,7 @@ def generate_dataset(
     if n_subjects < 1:
         raise UserError(f"--subjects must be at least 1, got {n_subjects}")
     shape = tuple(int(n) for n in shape)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create output folder ({err.strerror or err})") from None
+    out = ensure_folder(out_dir)
     ids = [subject_id(i) for i in range(n_subjects)]
     jobs = [(out / sid, subject_seed(seed, i), shape, misalign) for i, sid in enumerate(ids)]
     workers = max(1, min(workers or os.cpu_count() or 1, n_subjects))
