@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from counterfeit.atomic import ensure_folder
+from counterfeit.atomic import atomic_write_text, ensure_folder
 from counterfeit.data import phantom_anatomy as anat
 from counterfeit.errors import InputFileError, UserError
 
@@ -279,8 +279,6 @@ def generate_dataset(
     Subjects are rendered in `workers` processes (default: up to the CPU count); the output
     depends only on `seed`, `shape` and `misalign`. `dataset.json` is written last, atomically.
     """
-    from counterfeit.atomic import atomic_write_text
-
     if n_subjects < 1:
         raise UserError(f"--subjects must be at least 1, got {n_subjects}")
     shape = tuple(int(n) for n in shape)
