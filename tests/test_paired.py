@@ -312,3 +312,12 @@ def test_train_without_data_regenerates_its_phantom_when_the_options_change(tmp_
     assert again.exit_code == 0, again.output
     assert "generating it again" in again.output
     assert len(load_dataset(tmp_path / "run" / "phantom")["subjects"]) == 4  # it trained on the phantom asked for
+
+
+def test_an_image_too_small_for_the_patchgan_names_the_options_given(phantom):
+    from counterfeit.train.recipes.mr2ct_common import resolve_d_crop
+
+    with pytest.raises(UserError, match=r"--image-size 12 is smaller than the smallest input of a 3-layer PatchGAN"):
+        resolve_d_crop(tiny(phantom, image_size=12, d_crop=None))
+    with pytest.raises(UserError, match=r"--d-crop must be between"):  # a crop given is still the one blamed
+        resolve_d_crop(tiny(phantom, image_size=32, d_crop=40))

@@ -118,6 +118,9 @@ def resolve_d_crop(config: MR2CTConfig) -> int:
     else:
         crop = int(config.d_crop)
     smallest = min_input_size(config.d_layers)
+    if config.d_crop is None and size < smallest:  # the user gave no crop: name what they did give
+        raise UserError(f"--image-size {size} is smaller than the smallest input of a {config.d_layers}-layer "
+                        f"PatchGAN ({smallest}): give --image-size {smallest} or more, or fewer --d-layers")
     if not smallest <= crop <= size:
         raise UserError(f"--d-crop must be between {smallest} (the smallest input of a {config.d_layers}-layer "
                         f"PatchGAN) and the image size {size}, got {crop}")
